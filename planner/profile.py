@@ -1,0 +1,97 @@
+"""Model profile: the architecture and parameter counts of a model, read from its config.json.
+
+The config comes from a local folder, the Hugging Face cache (for a hub id), or effft's copy of
+a popular model's config, in that order. Reading a file is the only I/O; no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from planner.errors import ModelProfileError
+from planner.families import Arch, arch_from_config
+from planner.known_models import KNOWN_CONFIGS
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    source: str  # the model as the job named it
+    config_origin: str  # where the config was read from
+    arch: Arch
+
+    @property
+    def total_params(self) -> int:
+        return self.arch.total_params
+
+    def components(self) -> dict[str, int]:
+        """Parameter count per component, summed over layers; they add up to `total_params`."""
+        arch = self.arch
+        parts = {"embeddings": arch.embedding_params}
+        for linear in arch.linears:
+            parts[linear.name.split(".")[-1]] = parts.get(linear.name.split(".")[-1], 0) + arch.layers * linear.params
+        parts["norms"] = arch.layers * arch.norm_params_per_layer + arch.final_norm_params
+        parts["lm_head"] = arch.lm_head_params
+        if arch.extra_linears:
+            parts["projections"] = sum(linear.params for linear in arch.extra_linears)
+        return parts
+
+
+def hf_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
+    return Path(home) / "hub"
+
+
+def _cached_config(hub_id: str, revision: str | None) -> Path | None:
+    repo = hf_cache_dir() / ("models--" + hub_id.replace("/", "--"))
+    ref = repo / "refs" / (revision or "main")
+    snapshot = ref.read_text().strip() if ref.is_file() else (revision or "")
+    candidates = [repo / "snapshots" / snapshot / "config.json"] if snapshot else []
+    candidates += sorted((repo / "snapshots").glob("*/config.json")) if not revision else []
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def read_config(source: str, revision: str | None = None) -> tuple[dict, str]:
+    """The model's config dict and where it came from."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        path = folder / "config.json"
+        if not path.is_file():
+            raise ModelProfileError(f"model {source!r}: the folder has no config.json; point `model` at a "
+                                    "folder written by save_pretrained, or at a Hugging Face id")
+        return _load_json(path), str(path)
+    cached = _cached_config(source, revision)
+    if cached is not None:
+        return _load_json(cached), str(cached)
+    if source in KNOWN_CONFIGS:
+        return dict(KNOWN_CONFIGS[source]), "effft's built-in copy of the config"
+    raise ModelProfileError(f"model {source!r}: not a local folder, not in the Hugging Face cache "
+                            f"({hf_cache_dir()}) and not a model effft knows; download its config first "
+                            f"(`huggingface-cli download {source} config.json`) or give a local folder")
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelProfileError(f"cannot read {path}: {error}") from None
+
+
+def profile_from_config(config: dict, source: str = "<config>", origin: str = "<dict>") -> ModelProfile:
+    # Multimodal wrappers keep the language model's config under text_config.
+    if "text_config" in config and "vocab_size" not in config:
+        config = {**config["text_config"], "tie_word_embeddings": config.get("tie_word_embeddings", False)}
+    try:
+        arch = arch_from_config(config)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+        raise ModelProfileError(f"model {source!r}: cannot read its config ({origin}): {error}") from None
+    return ModelProfile(source=source, config_origin=origin, arch=arch)
+
+
+def load_profile(source: str, revision: str | None = None) -> ModelProfile:
+    config, origin = read_config(source, revision)
+    return profile_from_config(config, source, origin)
