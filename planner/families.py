@@ -55,6 +55,9 @@ class Arch:
     hidden_dropout: float  # residual / MLP dropout inside each layer
     embedding_dropout: float
     lm_head_bias: bool = False
+    rotary_cat: bool = False  # partial rotary built with a cat (Phi-3, GPT-NeoX): q is laid out (b, a, s, d)
+    attn_softcap: bool = False  # tanh soft-capping of attention logits (Gemma2)
+    final_softcap: bool = False  # tanh soft-capping of the output logits (Gemma2)
 
     @property
     def norm_params_per_layer(self) -> int:
@@ -129,6 +132,8 @@ def _gated_mlp(hidden: int, intermediate: int, bias: bool) -> list[Linear]:
 
 def _llama_like(config: dict, family: str, *, qkv_bias: bool = False, qk_norm: bool = False,
                 norms_per_layer: int = 2, tied_default: bool = False) -> Arch:
+    softcaps = {"attn_softcap": bool(config.get("attn_logit_softcapping")),
+                "final_softcap": bool(config.get("final_logit_softcapping"))}
     c = _common(config)
     attention_bias = bool(config.get("attention_bias", qkv_bias))
     intermediate = config["intermediate_size"]
@@ -141,7 +146,7 @@ def _llama_like(config: dict, family: str, *, qkv_bias: bool = False, qk_norm: b
                 fused_qkv=False, parallel_residual=False, linears=tuple(linears + _gated_mlp(c["hidden"],
                 intermediate, mlp_bias)), position_embeddings=0, embed_dim=c["hidden"], extra_linears=(),
                 final_norm=True, attention_dropout=float(config.get("attention_dropout", 0.0)),
-                hidden_dropout=0.0, embedding_dropout=0.0)
+                hidden_dropout=0.0, embedding_dropout=0.0, **softcaps)
 
 
 def _phi3(config: dict) -> Arch:
@@ -158,7 +163,7 @@ def _phi3(config: dict) -> Arch:
                 parallel_residual=False, linears=linears, position_embeddings=0, embed_dim=c["hidden"],
                 extra_linears=(), final_norm=True, attention_dropout=float(config.get("attention_dropout", 0.0)),
                 hidden_dropout=float(config.get("resid_pdrop", 0.0)),
-                embedding_dropout=float(config.get("embd_pdrop", 0.0)))
+                embedding_dropout=float(config.get("embd_pdrop", 0.0)), rotary_cat=True)
 
 
 def _gpt2(config: dict) -> Arch:
@@ -190,7 +195,7 @@ def _gpt_neox(config: dict) -> Arch:
                 parallel_residual=bool(config.get("use_parallel_residual", True)), linears=linears,
                 position_embeddings=0, embed_dim=h, extra_linears=(), final_norm=True,
                 attention_dropout=float(config.get("attention_dropout", 0.0)),
-                hidden_dropout=float(config.get("hidden_dropout", 0.0)), embedding_dropout=0.0)
+                hidden_dropout=float(config.get("hidden_dropout", 0.0)), embedding_dropout=0.0, rotary_cat=True)
 
 
 def _opt(config: dict) -> Arch:

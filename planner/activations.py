@@ -1,0 +1,318 @@
+"""Activation memory: which tensors autograd saves in one decoder layer, op by op.
+
+Rather than a closed formula, each family's layer is walked op by op on a small tape that knows
+PyTorch's saving rules: a Linear saves its input only when its weight is trained (a frozen
+weight's input gradient needs the weight, not the input); a product saves each factor only when
+the other factor needs a gradient; RMSNorm saves its fp32 input and 1/rms; dropout keeps its
+mask; SDPA / flash attention keep q, k, v, the output and a log-sum-exp, while eager attention
+keeps the a*s^2 probabilities. Every saved storage is counted once, however many ops share it.
+This reproduces the lecture's L((16 N_b + 2) s b h + (2 N_b + 1) a s^2 b) for GPT-2 with eager
+attention, and is exact (to the byte, per layer) for the families tested against autograd.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from planner.adapters import AdapterPlan
+from planner.families import Arch
+
+# Activation functions: how many tensors of the MLP width each saves (transformers' own code):
+# silu / gelu / relu save their input; gelu_new is a Python expression that keeps four.
+ACTIVATION_SAVED_TENSORS = {"silu": 1, "swish": 1, "gelu": 1, "gelu_pytorch_tanh": 1, "relu": 1,
+                            "gelu_new": 4, "gelu_fast": 4, "quick_gelu": 2}
+
+
+@dataclass
+class Tensor:
+    width: int  # elements per token
+    nbytes: int  # bytes per element
+    requires_grad: bool
+    ident: int
+    storage_width: int = 0  # a view's storage may be wider than the view (q, k, v of a fused qkv)
+
+
+@dataclass(frozen=True)
+class ActivationSetup:
+    arch: Arch
+    tokens: int  # micro_batch * seq_len
+    seq_len: int
+    recipe: str  # "fp32" | "amp" | "pure"
+    attention: str  # "eager" | "sdpa" | "flash_attention_2"
+    on_cpu: bool  # CPU dropout keeps a float mask; CPU SDPA with dropout falls back to the math kernel
+    train_base: bool  # full fine-tuning: every base weight is trained
+    adapter: AdapterPlan | None = None
+    input_requires_grad: bool = False  # peft + checkpointing make the embedding output require grad
+
+    @property
+    def compute_bytes(self) -> int:
+        return 4 if self.recipe == "fp32" else 2
+
+    @property
+    def residual_bytes(self) -> int:
+        # AMP over fp32 weights keeps the residual stream in fp32; a 16-bit base keeps it in 16-bit.
+        return 4 if self.recipe == "fp32" or (self.recipe == "amp" and self.train_base) else 2
+
+    def mask_bytes(self, x_bytes: int) -> int:
+        # CUDA's fused dropout keeps a bool mask; the CPU keeps a scaled noise tensor of x's dtype.
+        return x_bytes if self.on_cpu else 1
+
+
+@dataclass
+class Tape:
+    """Walks one layer; `saved` maps each saved storage to its bytes per token."""
+
+    setup: ActivationSetup
+    saved: dict[int, int] = field(default_factory=dict)
+    _ids: itertools.count = field(default_factory=itertools.count)
+
+    def new(self, width: int, nbytes: int, requires_grad: bool) -> Tensor:
+        return Tensor(width, nbytes, requires_grad, next(self._ids))
+
+    def save(self, tensor: Tensor) -> None:
+        self.saved[tensor.ident] = max(tensor.width, tensor.storage_width) * tensor.nbytes
+
+    def view(self, base: Tensor, width: int) -> Tensor:
+        return Tensor(width, base.nbytes, base.requires_grad, base.ident, storage_width=base.width)
+
+    def saved_bytes_per_token(self) -> int:
+        return sum(self.saved.values())
+
+    # -- casting under autocast ------------------------------------------------------------
+    def autocast_input(self, x: Tensor) -> Tensor:
+        """Autocast casts an fp32 activation to 16-bit for a matmul: a fresh copy, per op."""
+        if self.setup.recipe == "amp" and x.nbytes == 4:
+            return self.new(x.width, 2, x.requires_grad)
+        return x
+
+    # -- ops --------------------------------------------------------------------------------
+    def linear(self, x: Tensor, module: str, out_width: int) -> Tensor:
+        s = self.setup
+        adapter = s.adapter
+        lora = adapter is not None and adapter.kind == "lora" and module in adapter.layer_modules
+        ia3 = adapter is not None and adapter.kind == "ia3" and module in adapter.layer_modules
+        ia3_on_input = ia3 and module in adapter.feedforward
+        if ia3_on_input:  # x * ia3_vector: saves x for the vector's gradient
+            self.save(x)
+            x = self.new(x.width, x.nbytes, True)
+        x_in = self.autocast_input(x)
+        if s.train_base:
+            self.save(x_in)
+        out_grad = x.requires_grad or s.train_base or lora or ia3
+        out = self.new(out_width, s.compute_bytes, out_grad)
+        if lora:
+            lora_in = x_in
+            if adapter.dropout > 0:  # each adapted module draws its own dropout mask and copy
+                if x.requires_grad:
+                    self.save(self.new(x.width, s.mask_bytes(x_in.nbytes), False))
+                lora_in = self.new(x.width, x_in.nbytes, x.requires_grad)
+            self.save(lora_in)  # lora_A's input
+            self.save(self.new(adapter.rank, s.compute_bytes, True))  # lora_B's input
+        if ia3 and not ia3_on_input:  # base_out * ia3_vector: saves base_out
+            self.save(out)
+            out = self.new(out_width, s.compute_bytes, True)
+        return out
+
+    def norm(self, x: Tensor, width: int | None = None, groups: int = 1) -> Tensor:
+        """RMSNorm / LayerNorm over the last dim; `groups` > 1 for per-head norms (one 1/rms per head)."""
+        s = self.setup
+        width = width or x.width
+        train_weight = s.train_base
+        if s.arch.norm == "layer" and s.recipe != "pure":
+            x32 = x if x.nbytes == 4 else self.new(width, 4, x.requires_grad)
+        elif s.arch.norm == "rms":
+            x32 = x if x.nbytes == 4 else self.new(width, 4, x.requires_grad)
+        else:
+            x32 = x
+        if x.requires_grad or train_weight:
+            self.save(x32)
+            self.save(self.new(groups, 4, True))  # 1/rms (RMSNorm) or mean and rstd (LayerNorm)
+            if s.arch.norm == "layer":
+                self.save(self.new(groups, 4, True))
+        if train_weight and s.arch.norm == "rms":
+            self.save(self.new(width, 4 if s.recipe == "fp32" else min(x.nbytes, 4), True))
+        out_bytes = 4 if (s.arch.norm == "layer" and s.recipe == "amp") else (
+            s.residual_bytes if s.arch.norm == "rms" and train_weight else x.nbytes)
+        return self.new(width, out_bytes, x.requires_grad or train_weight)
+
+    def dropout(self, x: Tensor, p: float) -> Tensor:
+        if p <= 0:
+            return x
+        if x.requires_grad:
+            self.save(self.new(x.width, self.setup.mask_bytes(x.nbytes), False))
+        return self.new(x.width, x.nbytes, x.requires_grad)
+
+    def activation(self, x: Tensor) -> Tensor:
+        kept = ACTIVATION_SAVED_TENSORS.get(self.setup.arch.activation, 1)
+        if self.setup.arch.activation == "relu":  # relu's backward reads its output
+            out = self.new(x.width, x.nbytes, x.requires_grad)
+            self.save(out) if x.requires_grad else None
+            return out
+        if x.requires_grad:
+            self.save(x)
+            for _ in range(kept - 1):
+                self.save(self.new(x.width, x.nbytes, True))
+        return self.new(x.width, x.nbytes, x.requires_grad)
+
+    def mul(self, a: Tensor, b: Tensor) -> Tensor:
+        if b.requires_grad:
+            self.save(a)
+        if a.requires_grad:
+            self.save(b)
+        return self.new(a.width, max(a.nbytes, b.nbytes), a.requires_grad or b.requires_grad)
+
+    def add(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.new(a.width, max(a.nbytes, b.nbytes), a.requires_grad or b.requires_grad)
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        s, arch = self.setup, self.setup.arch
+        q_width = arch.heads * arch.head_dim
+        needs_grad = q.requires_grad or k.requires_grad or v.requires_grad
+        out_bytes = s.compute_bytes
+        math_fallback = s.on_cpu and arch.attention_dropout > 0
+        if s.attention == "eager" or (s.attention == "sdpa" and math_fallback):
+            return self._eager_attention(q, k, v)
+        if needs_grad:
+            for tensor in (q, k, v):
+                self.save(self.autocast_input(tensor))
+            out = self.new(q_width, out_bytes, True)
+            self.save(out)  # kept by the kernel
+            self.save(self.new(arch.heads, 4, True))  # log-sum-exp, fp32
+            if arch.rotary_cat:  # q came from a cat: the output is not laid out as (b, s, a, d); copy
+                return self.new(q_width, out_bytes, True)
+            return out  # already laid out as the output projection's input
+        return self.new(q_width, out_bytes, False)
+
+    def _eager_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        s, arch = self.setup, self.setup.arch
+        q_width = arch.heads * arch.head_dim
+        # bmm keeps contiguous (and GQA-repeated) copies: q's for k's gradient and k's for q's.
+        if k.requires_grad:
+            self.save(self.new(q_width, s.compute_bytes, True))
+        if q.requires_grad:
+            self.save(self.new(q_width, s.compute_bytes, True))
+        probs_grad = q.requires_grad or k.requires_grad
+        probs_width = arch.heads * s.seq_len
+        if probs_grad and arch.attn_softcap:
+            self.save(self.new(probs_width, 4, True))  # tanh output of the logit soft-capping
+        if probs_grad:
+            self.save(self.new(probs_width, 4, True))  # softmax output (fp32)
+            if s.recipe != "fp32":
+                self.save(self.new(probs_width, 2, True))  # its 16-bit copy for the matmul with v
+            if arch.attention_dropout > 0:
+                self.save(self.new(probs_width, s.mask_bytes(s.compute_bytes), False))
+                self.save(self.new(probs_width, s.compute_bytes, True))
+        if probs_grad or v.requires_grad:
+            if probs_grad:
+                self.save(self.new(q_width, s.compute_bytes, True))  # v's copy, for the probabilities' gradient
+            # the transposed, contiguous output is kept only if the output projection needs it
+            return self.new(q_width, s.compute_bytes, True)
+        return self.new(q_width, s.compute_bytes, False)
+
+    def rotary(self, x: Tensor) -> Tensor:
+        # q * cos + rotate_half(q) * sin keeps only cos and sin (shared by all layers).
+        return self.new(x.width, max(x.nbytes, self.setup.residual_bytes), x.requires_grad)
+
+
+def walk_layer(tape: Tape, x: Tensor) -> Tensor:
+    """One decoder layer; returns its output. Families differ in norms, MLP and residual layout.
+
+    Arch.linears lists the attention projections first (q, k, v, o; or qkv, o), then the MLP.
+    """
+    arch = tape.setup.arch
+    q_width, kv_width = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
+    h = tape.norm(x)
+    if arch.fused_qkv:
+        qkv_proj, out_proj, mlp = arch.linears[0], arch.linears[1], arch.linears[2:]
+        qkv = tape.linear(h, qkv_proj.name, q_width + 2 * kv_width)
+        q, k, v = tape.view(qkv, q_width), tape.view(qkv, kv_width), tape.view(qkv, kv_width)
+    else:
+        q_proj, k_proj, v_proj, out_proj = arch.linears[:4]
+        mlp = arch.linears[4:]
+        q = tape.linear(h, q_proj.name, q_width)
+        k = tape.linear(h, k_proj.name, kv_width)
+        v = tape.linear(h, v_proj.name, kv_width)
+    if arch.qk_norm:
+        q, k = tape.norm(q, q_width, arch.heads), tape.norm(k, kv_width, arch.kv_heads)
+    if arch.position_embeddings == 0:
+        q, k = tape.rotary(q), tape.rotary(k)
+    attn = tape.attention(q, k, v)
+    o = tape.linear(attn, out_proj.name, arch.hidden)
+    if arch.norms_per_layer == 4:  # Gemma2/3: a norm after attention and after the MLP
+        o = tape.norm(o)
+    o = tape.dropout(o, arch.hidden_dropout)
+    if arch.parallel_residual:
+        m = walk_mlp(tape, tape.norm(x), mlp)
+        return tape.add(tape.add(x, o), m)
+    h1 = tape.add(x, o)
+    m = walk_mlp(tape, tape.norm(h1), mlp)
+    return tape.add(h1, m)
+
+
+def walk_mlp(tape: Tape, h: Tensor, mlp: tuple) -> Tensor:
+    arch = tape.setup.arch
+    if arch.mlp == "gated":
+        if len(mlp) == 2:  # fused gate_up_proj (Phi-3): gate and up are views of one output
+            gate_up = tape.linear(h, mlp[0].name, 2 * arch.intermediate)
+            gate, up = tape.view(gate_up, arch.intermediate), tape.view(gate_up, arch.intermediate)
+        else:
+            gate = tape.linear(h, mlp[0].name, arch.intermediate)
+            up = tape.linear(h, mlp[1].name, arch.intermediate)
+        hidden = tape.mul(tape.activation(gate), up)
+    else:
+        hidden = tape.activation(tape.linear(h, mlp[0].name, arch.intermediate))
+    out = tape.linear(hidden, mlp[-1].name, arch.hidden)
+    if arch.norms_per_layer == 4:
+        out = tape.norm(out)
+    return tape.dropout(out, arch.hidden_dropout)
+
+
+@dataclass(frozen=True)
+class ActivationEstimate:
+    """Bytes for one micro-batch, per GPU."""
+
+    first_layer: int  # the first layer may keep less: its input has no grad when embeddings are frozen
+    per_layer: int  # what each later layer keeps for backward, without checkpointing
+    layer_input: int  # what one layer keeps under checkpointing (its input)
+    model_level: int  # embeddings, rotary tables, final norm, lm_head input (not the loss)
+    backward_transient: int  # gradients alive inside one layer's backward
+    layers: int
+
+    def saved(self, gradient_checkpointing: bool) -> int:
+        if gradient_checkpointing:
+            return self.layers * self.layer_input + self.model_level
+        return self.first_layer + (self.layers - 1) * self.per_layer + self.model_level
+
+
+def estimate_activations(setup: ActivationSetup) -> ActivationEstimate:
+    arch, tokens = setup.arch, setup.tokens
+    x_requires_grad = setup.train_base or setup.input_requires_grad
+    first = Tape(setup)
+    x0 = first.new(arch.hidden, setup.residual_bytes, x_requires_grad)
+    out0 = walk_layer(first, x0)
+    rest = Tape(setup)
+    x1 = rest.new(arch.hidden, max(out0.nbytes, setup.residual_bytes), True)
+    out1 = walk_layer(rest, x1)
+
+    model = Tape(setup)
+    if setup.train_base:
+        model.save(model.new(1, 8, False))  # the token ids, for the embedding's gradient
+    position_ids = 8 * setup.seq_len if arch.position_embeddings and setup.train_base else 0
+    if arch.embedding_dropout > 0 and x_requires_grad:
+        model.save(model.new(arch.hidden, setup.mask_bytes(setup.residual_bytes), False))
+    final_in = model.new(arch.hidden, out1.nbytes, True)
+    y = model.norm(final_in) if arch.final_norm else final_in
+    if setup.train_base:
+        model.save(model.autocast_input(y))  # lm_head's input, for its weight gradient
+    rotary_tables = 0 if arch.position_embeddings else 2 * setup.seq_len * arch.head_dim * setup.residual_bytes
+
+    width = arch.intermediate
+    mlp_grads = 3 * width if arch.mlp == "gated" else 2 * width
+    attn_grads = 2 * arch.heads * setup.seq_len if setup.attention == "eager" else 3 * arch.heads * arch.head_dim
+    transient = (arch.hidden * setup.residual_bytes + max(mlp_grads, attn_grads) * setup.compute_bytes) * tokens
+    return ActivationEstimate(first_layer=first.saved_bytes_per_token() * tokens,
+                              per_layer=rest.saved_bytes_per_token() * tokens,
+                              layer_input=arch.hidden * setup.residual_bytes * tokens,
+                              model_level=model.saved_bytes_per_token() * tokens + rotary_tables + position_ids,
+                              backward_transient=transient, layers=arch.layers)
