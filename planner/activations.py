@@ -276,6 +276,7 @@ class ActivationEstimate:
     per_layer: int  # what each later layer keeps for backward, without checkpointing
     layer_input: int  # what one layer keeps under checkpointing (its input)
     model_level: int  # embeddings, rotary tables, final norm, lm_head input (not the loss)
+    model_tail: int  # what stays after the final norm's backward: token ids and rotary tables
     backward_transient: int  # gradients alive inside one layer's backward
     layers: int
 
@@ -283,6 +284,10 @@ class ActivationEstimate:
         if gradient_checkpointing:
             return self.layers * self.layer_input + self.model_level
         return self.first_layer + (self.layers - 1) * self.per_layer + self.model_level
+
+
+def position_ids_bytes(setup: ActivationSetup) -> int:
+    return 8 * setup.seq_len if setup.arch.position_embeddings and setup.train_base else 0
 
 
 def estimate_activations(setup: ActivationSetup) -> ActivationEstimate:
@@ -298,21 +303,24 @@ def estimate_activations(setup: ActivationSetup) -> ActivationEstimate:
     model = Tape(setup)
     if setup.train_base:
         model.save(model.new(1, 8, False))  # the token ids, for the embedding's gradient
-    position_ids = 8 * setup.seq_len if arch.position_embeddings and setup.train_base else 0
+    position_ids = position_ids_bytes(setup)
     if arch.embedding_dropout > 0 and x_requires_grad:
         model.save(model.new(arch.hidden, setup.mask_bytes(setup.residual_bytes), False))
     final_in = model.new(arch.hidden, out1.nbytes, True)
     y = model.norm(final_in) if arch.final_norm else final_in
     if setup.train_base:
         model.save(model.autocast_input(y))  # lm_head's input, for its weight gradient
+    tail = (8 * tokens if setup.train_base else 0) + position_ids_bytes(setup)
     rotary_tables = 0 if arch.position_embeddings else 2 * setup.seq_len * arch.head_dim * setup.residual_bytes
 
-    width = arch.intermediate
-    mlp_grads = 3 * width if arch.mlp == "gated" else 2 * width
-    attn_grads = 2 * arch.heads * setup.seq_len if setup.attention == "eager" else 3 * arch.heads * arch.head_dim
-    transient = (arch.hidden * setup.residual_bytes + max(mlp_grads, attn_grads) * setup.compute_bytes) * tokens
+    # Inside one layer's backward: the residual's incoming and accumulating gradients, and the
+    # widest intermediate gradient (the MLP's, or eager attention's probabilities); gradients of
+    # deeper intermediates replace saved tensors that are freed as their ops finish.
+    widest = max(arch.intermediate, arch.heads * setup.seq_len if setup.attention == "eager" else 0)
+    transient = (2 * arch.hidden * setup.residual_bytes + widest * setup.compute_bytes) * tokens
     return ActivationEstimate(first_layer=first.saved_bytes_per_token() * tokens,
                               per_layer=rest.saved_bytes_per_token() * tokens,
                               layer_input=arch.hidden * setup.residual_bytes * tokens,
                               model_level=model.saved_bytes_per_token() * tokens + rotary_tables + position_ids,
+                              model_tail=tail + rotary_tables,
                               backward_transient=transient, layers=arch.layers)

@@ -1,0 +1,192 @@
+"""Peak memory per GPU: one function per term, and the step's phases.
+
+The peak is the largest of the phases of a training step (end of forward, start of backward,
+inside backward, end of backward, optimizer step), each with the terms alive at that moment,
+not a sum of everything. On a GPU the total predicts `torch.cuda.max_memory_reserved()`; on the
+CPU it predicts the tensor bytes at the peak (what MemTracker counts), since the CPU allocator
+returns memory to the OS and has no reserved pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.activations import estimate_activations
+from planner.setup import NF4_BYTES, NF4_DOUBLE_QUANT_BYTES, RunSetup
+
+TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
+ALLOCATOR_SLACK = 0.05  # the caching allocator's fragmentation over allocated bytes (measured 3-8 %)
+CUBLAS_WORKSPACE = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-term corrections learned from measured runs; neutral by default."""
+
+    weights: float = 1.0
+    gradients: float = 1.0
+    optimizer: float = 1.0
+    activations: float = 1.0
+    logits: float = 1.0
+    overhead: float = 1.0
+
+    def apply(self, terms: dict[str, int]) -> dict[str, int]:
+        return {name: int(round(value * getattr(self, name))) for name, value in terms.items()}
+
+
+NEUTRAL = Calibration()
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes per GPU at the peak phase, term by term; `phases` gives every phase's total."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    logits: int
+    overhead: int
+    phase: str
+    metric: str
+    phases: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, name) for name in TERMS)
+
+    def terms(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in TERMS}
+
+
+# -- terms ---------------------------------------------------------------------------------
+
+def weight_bytes(run: RunSetup) -> int:
+    """Parameter storage (per GPU) plus, for FSDP, the unsharded layers being computed."""
+    arch = run.arch
+    if run.method == "full":
+        stored = arch.total_params * run.trainable_bytes
+    elif run.method == "qlora":
+        per_param = NF4_DOUBLE_QUANT_BYTES if run.double_quant else NF4_BYTES
+        # Only the decoder layers' Linear weights are quantized; embeddings, norms, lm_head stay 16-bit.
+        stored = int(arch.linear_params * per_param) + (arch.total_params - arch.linear_params) * run.frozen_bytes
+        stored += run.adapter.trainable_params * run.trainable_bytes
+    else:
+        stored = arch.total_params * run.frozen_bytes + run.adapter.trainable_params * run.trainable_bytes
+    stored += arch.head_dim * 4 if not arch.position_embeddings else 0  # rotary inv_freq buffers
+    if run.sharding == "fsdp":
+        # each rank keeps 1/N, and gathers whole layers (one computing, one prefetched)
+        return stored // run.gpus + 2 * arch.layer_params * _layer_param_bytes(run)
+    return stored
+
+
+def _layer_param_bytes(run: RunSetup) -> float:
+    if run.method == "full":
+        return run.trainable_bytes
+    return NF4_DOUBLE_QUANT_BYTES if run.method == "qlora" else run.frozen_bytes
+
+
+def autocast_copy_bytes(run: RunSetup) -> int:
+    """AMP casts each fp32 trained weight to 16-bit once per step and keeps it until backward ends."""
+    if run.recipe != "amp":
+        return 0
+    if run.method == "full":
+        matmul_params = run.arch.linear_params + run.arch.vocab * run.arch.embed_dim
+        return matmul_params * 2 // (run.gpus if run.sharding == "fsdp" else 1)
+    return run.adapter.trainable_params * 2
+
+
+def gradient_bytes(run: RunSetup) -> int:
+    """Gradients of the trained parameters, plus DDP's bucket copies."""
+    grads = run.trainable_params * run.trainable_bytes
+    if run.sharding == "fsdp":
+        return grads // run.gpus + arch_layer_grad(run)
+    if run.sharding == "ddp":
+        return 2 * grads  # DDP's buckets are separate from .grad unless gradient_as_bucket_view
+    return grads
+
+
+def arch_layer_grad(run: RunSetup) -> int:
+    return (run.arch.layer_params if run.train_base else 0) * run.trainable_bytes
+
+
+def optimizer_bytes(run: RunSetup) -> int:
+    """AdamW keeps two moments per trained parameter: in the parameter's dtype, or 8-bit blockwise."""
+    if run.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        per_param = 2 * (1 + 4 / 256)  # two uint8 moments plus an fp32 absmax per block of 256
+    else:
+        per_param = 2 * run.trainable_bytes
+    state = int(run.trainable_params * per_param)
+    return state // run.gpus if run.sharding == "fsdp" else state
+
+
+def logits_bytes(run: RunSetup) -> int:
+    """The loss in fp32 over batch x seq x vocab: log-softmax (kept), its gradient and the logits' gradient."""
+    copies = 3 + (1 if run.arch.final_softcap else 0)
+    return copies * run.tokens * run.arch.vocab * 4
+
+
+def overhead_bytes(run: RunSetup, allocated: int) -> int:
+    """Caching-allocator slack over allocated bytes and the cuBLAS workspace; none on the CPU."""
+    if run.device.is_cpu:
+        return 0
+    return int(allocated * ALLOCATOR_SLACK) + CUBLAS_WORKSPACE
+
+
+# -- phases --------------------------------------------------------------------------------
+
+def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
+    """The terms alive at each phase of one micro-batch step (before overhead)."""
+    weights = weight_bytes(run)
+    copies = autocast_copy_bytes(run)
+    grads = gradient_bytes(run)
+    state = optimizer_bytes(run)
+    acts = estimate_activations(run.activation_setup())
+    saved = acts.saved(run.gradient_checkpointing)
+    loss = logits_bytes(run)
+    lsm = run.tokens * run.arch.vocab * 4
+    # With accumulation the gradients of earlier micro-batches stay through forward and backward;
+    # DDP's buckets always exist.
+    grads_before = grads if run.grad_accum > 1 else (grads // 2 if run.sharding == "ddp" else 0)
+    head_grad = (0 if run.arch.tied_embeddings else run.arch.vocab * run.arch.embed_dim * run.trainable_bytes
+                 ) if run.train_base else 0
+    layer_grad = run.arch.layer_params * run.trainable_bytes if run.train_base else 0
+    last_linear_grad = run.arch.linears[-1].params * run.trainable_bytes if run.train_base else 0
+    embedding_grad = run.arch.vocab * run.arch.embed_dim * run.trainable_bytes if run.train_base else 0
+    grads_before_embedding = max(grads_before, grads - embedding_grad)
+    if run.gradient_checkpointing:
+        # each layer is recomputed before its backward: its activations live again beside the
+        # checkpoints; the first layer's peak comes early in its backward (MLP), when only its
+        # last Linear has a gradient yet
+        last_layer = acts.saved(True) - acts.model_level + acts.model_tail + acts.per_layer + acts.backward_transient
+        first_layer = acts.layer_input + acts.model_tail + acts.per_layer + acts.backward_transient
+        first_layer_grads = max(grads_before, grads_before_embedding - layer_grad + last_linear_grad)
+    else:
+        last_layer = acts.saved(False) + acts.backward_transient
+        first_layer = acts.first_layer + acts.model_tail + acts.backward_transient
+        first_layer_grads = grads_before_embedding
+
+    def phase(gradients: int, activations: int, logits: int, optimizer_temp: int = 0, autocast: int = copies):
+        return {"weights": weights + autocast, "gradients": gradients, "optimizer": state + optimizer_temp,
+                "activations": activations, "logits": logits}
+
+    return {
+        "forward_end": phase(grads_before, saved, lsm + run.tokens * run.arch.vocab * (4 if run.recipe == "fp32"
+                                                                                        else 6)),
+        "backward_start": phase(grads_before, saved, loss),
+        "backward_last_layer": phase(max(grads_before, head_grad), last_layer, 0),
+        "backward_first_layer": phase(first_layer_grads, first_layer, 0),
+        "backward_end": phase(max(grads_before, grads_before_embedding) + embedding_grad, acts.model_tail, 0),
+        "optimizer_step": phase(grads, 0, 0, autocast=0),
+    }
+
+
+def estimate_memory(run: RunSetup, calibration: Calibration = NEUTRAL) -> MemoryBreakdown:
+    phases = {name: calibration.apply(terms) for name, terms in step_phases(run).items()}
+    peak_phase = max(phases, key=lambda name: sum(phases[name].values()))
+    terms = phases[peak_phase]
+    overhead = int(overhead_bytes(run, sum(terms.values())) * calibration.overhead)
+    metric = ("tensor bytes at the step's peak (MemTracker / RSS growth), cpu" if run.device.is_cpu
+              else "torch.cuda.max_memory_reserved() per GPU")
+    return MemoryBreakdown(**terms, overhead=overhead, phase=peak_phase, metric=metric,
+                           phases={name: sum(t.values()) for name, t in phases.items()})
