@@ -1,0 +1,329 @@
+"""The decision tree: spec + model profile + inventory -> Plan, every choice recorded with numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner.activations import estimate_activations
+from planner.adapters import AdapterPlan, ia3_plan, lora_plan
+from planner.catalog import GpuSpec, Inventory
+from planner.errors import FieldProblem, InfeasibleError, SpecError
+from planner.memory import NEUTRAL, Calibration, MemoryBreakdown, estimate_memory
+from planner.plan import Decision, Plan
+from planner.profile import ModelProfile
+from planner.rules import AUTO_SKIPS, MIN_THROUGHPUT_GAIN, STATIC_LADDER, Rung
+from planner.setup import RunSetup
+from planner.spec import JobSpec
+from planner.throughput import Throughput, estimate_throughput
+
+DEFAULT_SEQ_LEN = 2048
+
+
+def gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+@dataclass
+class _Context:
+    spec: JobSpec
+    profile: ModelProfile
+    gpu: GpuSpec
+    gpus: int
+    budget: int
+    calibration: Calibration
+    budget_input: int | None = None  # a budget the caller fixed (kept when re-planning without pins)
+    decisions: list[Decision] = field(default_factory=list)
+
+    def decide(self, step: str, setting: str, choice, reason: str, pinned: bool = False, **numbers) -> None:
+        self.decisions.append(Decision(step, setting, str(choice), reason, numbers, pinned))
+
+    def fits(self, run: RunSetup) -> tuple[bool, MemoryBreakdown]:
+        memory = estimate_memory(run, self.calibration)
+        return memory.total <= self.budget, memory
+
+
+def _choose_gpus(spec: JobSpec, inventory: Inventory, ctx_decisions: list[Decision]) -> tuple[GpuSpec, int]:
+    types = inventory.types()
+    if not types:
+        raise InfeasibleError("the cluster reports no GPUs (and no CPU entry); start Ray workers with GPUs")
+    if spec.resources.gpu_type:
+        matches = [t for name, t in types.items() if name.lower() == spec.resources.gpu_type.lower()]
+        if not matches:
+            raise SpecError([FieldProblem("resources.gpu_type", spec.resources.gpu_type,
+                                          f"the cluster has no such GPU; it has: {', '.join(types)}")])
+        gpu, total, _ = matches[0]
+    else:
+        gpu, total, _ = max(types.values(), key=lambda t: (t[0].memory_bytes, t[1]))
+    wanted = spec.resources.gpus
+    if isinstance(wanted, int) and wanted > total:
+        raise SpecError([FieldProblem("resources.gpus", wanted, f"the cluster has {total} x {gpu.name}; "
+                                      f"ask for at most {total}, or 'auto'")])
+    count = wanted if isinstance(wanted, int) else total
+    ctx_decisions.append(Decision("resources", "resources.gpus", f"{count} x {gpu.name}",
+                                  "pinned" if isinstance(wanted, int) else "every GPU of the largest type",
+                                  {"gpu_memory_bytes": gpu.memory_bytes, "available": total},
+                                  pinned=isinstance(wanted, int)))
+    return gpu, count
+
+
+def _precision(ctx: _Context) -> tuple[str, str]:
+    spec, gpu = ctx.spec, ctx.gpu
+    if spec.precision != "auto":
+        precision = spec.precision
+        if precision == "bf16" and not gpu.bf16 and not gpu.is_cpu:
+            raise SpecError([FieldProblem("precision", "bf16", f"{gpu.name} has no bf16; use fp16 or auto")])
+        ctx.decide("0->1 static", "precision", precision, "pinned", pinned=True)
+    elif gpu.is_cpu:
+        precision = "fp32"
+        ctx.decide("0->1 static", "precision", "fp32", "this CPU has no fast bf16 (18-40x slower than fp32 here)")
+    elif gpu.bf16:
+        precision = "bf16"
+        ctx.decide("0->1 static", "precision", "bf16", f"{gpu.name} computes bf16 on tensor cores",
+                   bf16_flops=gpu.bf16_flops, fp32_flops=gpu.fp32_flops)
+    else:
+        precision = "fp16"
+        ctx.decide("0->1 static", "precision", "fp16", f"{gpu.name} has no bf16: fp16 with dynamic loss scaling",
+                   fp16_flops=gpu.fp16_flops)
+    if precision == "fp32":
+        return precision, "fp32"
+    recipe = spec.precision_recipe if spec.precision_recipe != "auto" else "amp"
+    ctx.decide("0->1 static", "precision_recipe", recipe,
+               "pinned" if spec.precision_recipe != "auto" else
+               "AMP: fp32 trained weights and optimizer state, 16-bit compute (stable; fp16 needs it for loss scaling)",
+               pinned=spec.precision_recipe != "auto")
+    return precision, recipe
+
+
+def _adapter(spec: JobSpec, profile: ModelProfile, method: str) -> AdapterPlan | None:
+    try:
+        if method in ("lora", "qlora"):
+            return lora_plan(profile.arch, spec.lora.r, spec.lora.dropout, spec.lora.target_modules)
+        if method == "ia3":
+            return ia3_plan(profile.arch, spec.ia3.target_modules, spec.ia3.feedforward_modules)
+    except ValueError as error:
+        field_name = "ia3.target_modules" if method == "ia3" else "lora.target_modules"
+        raise SpecError([FieldProblem(field_name, getattr(spec, "ia3" if method == "ia3" else "lora")
+                                      .target_modules, str(error))]) from None
+    return None
+
+
+def _ladder(ctx: _Context) -> list[Rung]:
+    spec = ctx.spec
+    rungs = []
+    for rung in STATIC_LADDER:
+        if rung.multi_gpu_only and ctx.gpus < 2:
+            continue
+        if spec.method == "auto" and rung.name in AUTO_SKIPS:
+            continue
+        if spec.method == "ia3" and rung.method == "lora":
+            rung = Rung(rung.name.replace("lora", "ia3"), "ia3", rung.sharding, rung.optimizer,
+                        rung.multi_gpu_only, "IA3: learned scaling vectors on a frozen 16-bit base")
+        if spec.method not in ("auto", rung.method):
+            continue
+        if spec.optimizer != "auto":
+            rung = Rung(rung.name, rung.method, rung.sharding, spec.optimizer, rung.multi_gpu_only, rung.why)
+        if rung not in rungs:
+            rungs.append(rung)
+    return rungs
+
+
+def _run_for(ctx: _Context, rung: Rung, precision: str, recipe: str, seq_len: int, **knobs) -> RunSetup:
+    sharding = rung.sharding if rung.sharding == "fsdp" else ("ddp" if ctx.gpus > 1 else "none")
+    if rung.method == "qlora" and precision == "fp32":
+        precision, recipe = ("bf16" if ctx.gpu.bf16 else "fp16"), "amp"
+    attention = ctx.spec.attention if ctx.spec.attention != "auto" else "sdpa"
+    return RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method=rung.method,
+                    adapter=_adapter(ctx.spec, ctx.profile, rung.method), precision=precision, recipe=recipe,
+                    optimizer=rung.optimizer, micro_batch=knobs.get("micro_batch", 1), seq_len=seq_len,
+                    attention=attention, gradient_checkpointing=knobs.get("gradient_checkpointing", True),
+                    sharding=sharding, gpus=ctx.gpus)
+
+
+def _describe(memory: MemoryBreakdown) -> str:
+    return ", ".join(f"{name} {gb(value)}" for name, value in memory.terms().items() if value)
+
+
+def _static_step(ctx: _Context, precision: str, recipe: str, seq_len: int) -> RunSetup:
+    spec = ctx.spec
+    gc_pinned = spec.gradient_checkpointing if spec.gradient_checkpointing != "auto" else None
+    mb_pinned = spec.micro_batch_size if spec.micro_batch_size != "auto" else None
+    tried: list[tuple[Rung, MemoryBreakdown]] = []
+    for rung in _ladder(ctx):
+        run = _run_for(ctx, rung, precision, recipe, seq_len, micro_batch=mb_pinned or 1,
+                       gradient_checkpointing=True if gc_pinned is None else gc_pinned)
+        ok, memory = ctx.fits(run)
+        if ok:
+            ctx.decide("0->1 static", "method", rung.method, rung.why, pinned=spec.method != "auto",
+                       needed_bytes=memory.total, budget_bytes=ctx.budget, rung=rung.name)
+            if rung.optimizer != "adamw" or spec.optimizer != "auto":
+                ctx.decide("0->1 static", "optimizer", rung.optimizer, "pinned" if spec.optimizer != "auto"
+                           else "8-bit AdamW states make the static part fit", pinned=spec.optimizer != "auto")
+            return run
+        ctx.decide("0->1 static", "method", f"not {rung.name}",
+                   f"needs {gb(memory.total)} at micro-batch {run.micro_batch} "
+                   f"({_describe(memory)}); budget {gb(ctx.budget)}", needed_bytes=memory.total,
+                   budget_bytes=ctx.budget)
+        tried.append((rung, memory))
+    raise _infeasible(ctx, tried, precision, recipe, seq_len)
+
+
+def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int) -> InfeasibleError:
+    spec = ctx.spec
+    pins = [f"{name}={getattr(spec, name)}" for name in ("method", "micro_batch_size", "gradient_checkpointing",
+                                                          "optimizer") if getattr(spec, name) != "auto"]
+    rung, memory = tried[-1] if tried else (None, None)
+    lines = [f"job {spec.name!r} does not fit: needs {gb(memory.total)} per GPU at micro-batch "
+             f"{spec.micro_batch_size if spec.micro_batch_size != 'auto' else 1} with {rung.name} "
+             f"({_describe(memory)}); the largest GPU ({ctx.gpu.name}) has {gb(ctx.budget)} usable "
+             f"({gb(ctx.gpu.memory_bytes)} x {spec.resources.max_memory_fraction} - "
+             f"{gb(ctx.gpu.context_bytes)} CUDA context)"]
+    if pins:
+        free = spec.model_copy(update={"method": "auto", "micro_batch_size": "auto", "gradient_checkpointing": "auto",
+                                       "optimizer": "auto"})
+        try:
+            alt = make_plan(free, ctx.profile, Inventory.single(ctx.gpu, ctx.gpus), ctx.budget_input,
+                            ctx.calibration)
+            lines.append(f"with pins {', '.join(pins)} removed, {alt.settings['method']} at micro-batch "
+                         f"{alt.settings['micro_batch_size']} would need {gb(alt.memory.total)}")
+        except (InfeasibleError, SpecError):
+            pass
+    qlora = RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method="qlora",
+                     adapter=_adapter(spec, ctx.profile, "qlora"), precision="bf16" if ctx.gpu.bf16 else "fp16",
+                     recipe="amp", optimizer="adamw_8bit", micro_batch=1, seq_len=seq_len, attention="sdpa",
+                     gradient_checkpointing=True)
+    lines.append(f"QLoRA with 8-bit AdamW and checkpointing would need {gb(estimate_memory(qlora).total)} on one "
+                 f"GPU; shorter seq_len, more GPUs or a larger GPU would help")
+    return InfeasibleError("; ".join(lines), memory.total if memory else 0, ctx.budget)
+
+
+def _activation_step(ctx: _Context, run: RunSetup) -> RunSetup:
+    spec = ctx.spec
+    if spec.attention == "auto":
+        ctx.decide("0->1 activations", "attention", "sdpa", "SDPA (flash / memory-efficient kernels): no a*s^2 "
+                   "probabilities kept; the lecture's default")
+    else:
+        ctx.decide("0->1 activations", "attention", spec.attention, "pinned", pinned=True)
+    if spec.gradient_checkpointing != "auto":
+        ctx.decide("0->1 activations", "gradient_checkpointing", spec.gradient_checkpointing, "pinned", pinned=True)
+        return run
+    without = run.with_(gradient_checkpointing=False)
+    ok, memory = ctx.fits(without)
+    least = spec.objective == "least_memory"
+    if ok and not least:
+        ctx.decide("0->1 activations", "gradient_checkpointing", False,
+                   f"micro-batch {run.micro_batch} fits without it ({gb(memory.total)} of {gb(ctx.budget)}); "
+                   "checkpointing would cost a recompute (~1/3 more FLOPs)", needed_bytes=memory.total)
+        return without
+    with_gc = ctx.fits(run)[1]
+    reason = ("objective least_memory" if least else
+              f"micro-batch {run.micro_batch} needs {gb(memory.total)} without it; {gb(with_gc.total)} with it")
+    ctx.decide("0->1 activations", "gradient_checkpointing", True, reason, needed_bytes=with_gc.total,
+               without_bytes=memory.total)
+    return run
+
+
+def _throughput(run: RunSetup) -> Throughput:
+    acts = estimate_activations(run.activation_setup()).saved(run.gradient_checkpointing)
+    return estimate_throughput(run, acts)
+
+
+def _batch_step(ctx: _Context, run: RunSetup) -> RunSetup:
+    spec = ctx.spec
+    effective = spec.training.effective_batch_size
+    dp = run.data_parallel
+    if effective % dp:
+        raise SpecError([FieldProblem("training.effective_batch_size", effective,
+                                      f"must be a multiple of the {dp} data-parallel GPUs; use "
+                                      f"{(effective // dp + 1) * dp}, or set resources.gpus")])
+    per_gpu = effective // dp
+    if spec.micro_batch_size != "auto":
+        mb = spec.micro_batch_size
+        if per_gpu % mb:
+            raise SpecError([FieldProblem("micro_batch_size", mb, f"must divide the per-GPU batch {per_gpu} "
+                                          f"(effective {effective} over {dp} GPU(s)) so accumulation is exact")])
+        ctx.decide("1->n", "micro_batch_size", mb, "pinned", pinned=True)
+        best = run.with_(micro_batch=mb)
+    else:
+        best = run.with_(micro_batch=1, grad_accum=per_gpu)
+        best_tps = _throughput(best).tokens_per_second
+        reason = f"micro-batch 1 gives {best_tps:,.0f} tokens/s"
+        if spec.objective != "least_memory":
+            for mb in (m for m in range(2, per_gpu + 1) if per_gpu % m == 0):
+                candidate = run.with_(micro_batch=mb, grad_accum=per_gpu // mb)
+                ok, memory = ctx.fits(candidate)
+                if not ok:
+                    reason += f"; {mb} would need {gb(memory.total)} > {gb(ctx.budget)}"
+                    break
+                tps = _throughput(candidate).tokens_per_second
+                if tps < best_tps * (1 + MIN_THROUGHPUT_GAIN):
+                    reason += f"; {mb} would give only {tps:,.0f} (< +{MIN_THROUGHPUT_GAIN:.0%}): math-bound"
+                    break
+                best, best_tps = candidate, tps
+                reason += f"; {mb} gives {tps:,.0f}"
+        else:
+            reason += "; objective least_memory keeps it at 1"
+        ctx.decide("1->n", "micro_batch_size", best.micro_batch, reason, tokens_per_second=best_tps)
+    best = best.with_(grad_accum=per_gpu // best.micro_batch)
+    ok, memory = ctx.fits(best)
+    if not ok:
+        raise InfeasibleError(f"pinned micro_batch_size {best.micro_batch} does not fit: needs {gb(memory.total)} "
+                              f"({_describe(memory)}); budget {gb(ctx.budget)} on {ctx.gpu.name}; "
+                              f"micro-batch 1 needs {gb(ctx.fits(best.with_(micro_batch=1))[1].total)}",
+                              memory.total, ctx.budget)
+    ctx.decide("1->n", "gradient_accumulation_steps", best.grad_accum,
+               f"{best.micro_batch} x {best.grad_accum} steps x {dp} GPU(s) = effective batch {effective}")
+    if run.sharding != "none":
+        ctx.decide("1->n", "sharding", run.sharding, "FSDP: the static part does not fit replicated"
+                   if run.sharding == "fsdp" else f"DDP: a replica per GPU, {ctx.gpus}x the samples per step")
+    return best
+
+
+def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget_override: int | None = None,
+              calibration: Calibration = NEUTRAL, seq_len: int | None = None) -> Plan:
+    decisions: list[Decision] = []
+    gpu, count = _choose_gpus(spec, inventory, decisions)
+    budget = budget_override or int(gpu.memory_bytes * spec.resources.max_memory_fraction) - gpu.context_bytes
+    ctx = _Context(spec, profile, gpu, count, budget, calibration, budget_override, decisions)
+    if spec.seq_len != "auto":
+        length = spec.seq_len
+        ctx.decide("0->1 static", "seq_len", length, "pinned", pinned=True)
+    else:
+        length = seq_len or min(DEFAULT_SEQ_LEN, profile.arch.max_positions)
+        ctx.decide("0->1 static", "seq_len", length, "from the dataset's token lengths" if seq_len else
+                   f"dataset not profiled: {length} (capped by the model's {profile.arch.max_positions} positions)")
+    if length > profile.arch.max_positions:
+        raise SpecError([FieldProblem("seq_len", length, f"longer than the model's {profile.arch.max_positions} "
+                                      "positions; lower it or use 'auto'")])
+    packing = spec.packing if spec.packing != "auto" else True
+    ctx.decide("0->1 static", "packing", packing, "pinned" if spec.packing != "auto" else
+               "pack samples into full sequences: no compute spent on padding", pinned=spec.packing != "auto")
+    precision, recipe = _precision(ctx)
+    run = _static_step(ctx, precision, recipe, length)
+    run = _activation_step(ctx, run)
+    run = _batch_step(ctx, run)
+    memory = estimate_memory(run, calibration)
+    throughput = _throughput(run)
+    settings = _settings(spec, run, length)
+    return Plan(name=spec.name, model=profile.source, config_origin=profile.config_origin,
+                params_total=profile.total_params, params_trainable=run.trainable_params, gpu=gpu.name,
+                gpus=count if run.sharding != "none" else 1, budget_bytes=budget, settings=settings,
+                memory=memory, throughput=throughput, decisions=tuple(ctx.decisions),
+                max_steps=spec.training.max_steps)
+
+
+def _settings(spec: JobSpec, run: RunSetup, seq_len: int) -> dict:
+    settings = spec.model_dump(mode="json")
+    lora = settings["lora"]
+    if run.adapter is not None and run.adapter.kind == "lora":
+        lora["target_modules"] = list(run.adapter.layer_modules + run.adapter.model_modules) \
+            if spec.lora.target_modules == "all-linear" else spec.lora.target_modules
+    settings.update({
+        "seq_len": seq_len, "packing": spec.packing if spec.packing != "auto" else True,
+        "method": run.method, "precision": run.precision,
+        "precision_recipe": run.recipe if run.precision != "fp32" else "fp32", "optimizer": run.optimizer,
+        "micro_batch_size": run.micro_batch, "gradient_checkpointing": run.gradient_checkpointing,
+        "attention": run.attention, "sharding": run.sharding, "gradient_accumulation_steps": run.grad_accum,
+    })
+    settings["resources"] = {**settings["resources"], "gpus": run.gpus if run.sharding != "none" else 1,
+                             "gpu_type": run.device.name}
+    return settings

@@ -1,0 +1,71 @@
+"""The `effft` command line (typer). `effft plan` needs only the base install."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="effft: plan, run and watch LLM fine-tuning jobs.")
+EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+@app.callback()
+def _root() -> None:
+    """effft: plan, run and watch LLM fine-tuning jobs."""
+
+
+def _host_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def local_inventory(gpu: str | None, gpus: int | None):
+    """--gpu NAME plans for that GPU; without it, the GPUs nvidia-smi lists, or this machine's CPU."""
+    from planner import Inventory, cpu_with_memory, parse_gpu_name
+
+    if gpu is not None:
+        spec = cpu_with_memory(_host_memory_bytes()) if gpu.lower() == "cpu" else parse_gpu_name(gpu)
+        return Inventory.single(spec, gpus or 1)
+    if shutil.which("nvidia-smi"):
+        query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
+        rows = [line.split(",") for line in subprocess.run(query, capture_output=True, text=True,
+                                                           timeout=10).stdout.splitlines() if line.strip()]
+        if rows:
+            spec = parse_gpu_name(rows[0][0], int(float(rows[0][1])) * 2**20)
+            return Inventory.single(spec, gpus or len(rows))
+    return Inventory.single(cpu_with_memory(_host_memory_bytes()), 1)
+
+
+@app.command()
+def plan(job: Annotated[Path, typer.Argument(help="the job.yaml to plan")],
+         gpu: Annotated[str | None, typer.Option(help="plan for this GPU (e.g. A10G, H100-80GB, cpu)")] = None,
+         gpus: Annotated[int | None, typer.Option(min=1, help="how many of them")] = None,
+         as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False) -> None:
+    """Show what fits, how fast, and why, without running anything."""
+    from planner import PlannerError, load_job, plan_job
+    from planner.spec import resolve_relative_paths
+    from service.render import render_plan
+
+    console = Console(stderr=False, width=160)
+    try:
+        spec = resolve_relative_paths(load_job(job), job.parent)
+        inventory = local_inventory(gpu, gpus)
+        result = plan_job(spec, inventory)
+    except (PlannerError, ValueError) as error:
+        Console(stderr=True, width=160).print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        render_plan(result, console)
+
+
+def main() -> None:
+    app()
