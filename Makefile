@@ -31,7 +31,6 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check planner service worker bench tests
 
 bench: $(STAMP)
 	$(PY) bench/planner_speed.py

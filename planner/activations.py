@@ -119,9 +119,7 @@ class Tape:
         s = self.setup
         width = width or x.width
         train_weight = s.train_base
-        if s.arch.norm == "layer" and s.recipe != "pure":
-            x32 = x if x.nbytes == 4 else self.new(width, 4, x.requires_grad)
-        elif s.arch.norm == "rms":
+        if s.arch.norm == "layer" and s.recipe != "pure" or s.arch.norm == "rms":
             x32 = x if x.nbytes == 4 else self.new(width, 4, x.requires_grad)
         else:
             x32 = x

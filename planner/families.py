@@ -7,8 +7,8 @@ derived from that, and tests compare them with what transformers counts for the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,8 @@ def _cross_field_problems(spec: JobSpec) -> list[FieldProblem]:
         problems.append(FieldProblem("precision_recipe", "pure", "pure fp16 has no fp32 master weights for "
                                      "loss scaling and diverges; use precision_recipe: amp with fp16, or bf16"))
     if spec.method == "qlora" and spec.precision == "fp32":
-        problems.append(FieldProblem("precision", "fp32", "QLoRA computes in 16-bit; use precision: auto, bf16 or fp16"))
+        problems.append(FieldProblem("precision", "fp32",
+                                     "QLoRA computes in 16-bit; use precision: auto, bf16 or fp16"))
     if isinstance(spec.micro_batch_size, int) and spec.micro_batch_size > spec.training.effective_batch_size:
         problems.append(FieldProblem("micro_batch_size", spec.micro_batch_size,
                                      f"larger than training.effective_batch_size "

@@ -1,0 +1,64 @@
+"""`effft plan`: exit codes, JSON, speed, and no torch on the way."""
+
+import json
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+from service.cli import app
+
+runner = CliRunner()
+
+
+def test_plan_table_on_cpu(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    result = runner.invoke(app, ["plan", "examples/jobs/tiny-lora.yaml", "--gpu", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "tokens/s" in result.output and "MFU" in result.output and "budget" in result.output
+
+
+def test_plan_json_has_memory_settings_decisions(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    result = runner.invoke(app, ["plan", "examples/jobs/llama2-7b-lora.yaml", "--gpu", "A10G", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["settings"]["method"] == "lora" and data["gpu"] == "A10G"
+    assert data["memory"]["total"] <= data["memory"]["budget"]
+    assert "gradient_accumulation_steps" in data["settings"] and "sharding" in data["settings"]
+
+
+def test_bad_spec_exits_2_naming_the_field(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("name: x\nmodel: gpt2\ndataset: d.jsonl\nmethod: lorax\ntraining: {max_steps: 0}\n")
+    result = runner.invoke(app, ["plan", str(job), "--gpu", "A10G"])
+    assert result.exit_code == 2
+    assert "method" in result.output and "training.max_steps" in result.output
+
+
+def test_infeasible_exits_2_with_numbers_in_gb(repo_root, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("name: big\nmodel: meta-llama/Llama-2-70b-hf\ndataset: d.jsonl\nmethod: lora\n"
+                   "seq_len: 2048\ntraining: {max_steps: 10}\n")
+    result = runner.invoke(app, ["plan", str(job), "--gpu", "T4"])
+    assert result.exit_code == 2
+    assert "GB" in result.output and "does not fit" in result.output
+
+
+def test_unknown_gpu_exits_2(repo_root, monkeypatch):
+    monkeypatch.chdir(repo_root)
+    result = runner.invoke(app, ["plan", "examples/jobs/tiny-lora.yaml", "--gpu", "Voodoo2"])
+    assert result.exit_code == 2 and "known" in result.output
+
+
+def test_plan_never_imports_torch_and_answers_fast(repo_root):
+    code = ("import sys, time; t = time.perf_counter(); from service.cli import app; from typer.testing import "
+            "CliRunner; r = CliRunner().invoke(app, ['plan', 'examples/jobs/llama2-13b-qlora.yaml', '--gpu', "
+            "'A10G', '--json']); assert r.exit_code == 0, r.output; "
+            "print(time.perf_counter() - t, 'torch' in sys.modules, 'ray' in sys.modules)")
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
+    seconds, torch_loaded, ray_loaded = out.stdout.split()
+    assert torch_loaded == "False" and ray_loaded == "False"
+    assert float(seconds) < 1.0 and time.perf_counter() - started < 5
