@@ -79,7 +79,7 @@ def test_pinned_micro_batch_that_cannot_fit_is_a_clear_error():
         plan("7B", "RTX4090", seq_len=4096, method="lora", micro_batch_size=16, gradient_checkpointing=False,
              training={"max_steps": 10, "effective_batch_size": 16})
     message = str(caught.value)
-    assert "GB" in message and "micro_batch_size 16" in message
+    assert "GB" in message and "micro-batch 16" in message and "micro_batch_size=16" in message
 
 
 def test_model_that_cannot_fit_names_the_numbers():
