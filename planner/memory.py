@@ -100,13 +100,14 @@ def gradient_bytes(run: RunSetup) -> int:
     """Gradients of the trained parameters, plus DDP's bucket copies."""
     grads = run.trainable_params * run.trainable_bytes
     if run.sharding == "fsdp":
-        return grads // run.gpus + arch_layer_grad(run)
+        return grads // run.gpus + layer_grad_bytes(run)
     if run.sharding == "ddp":
         return 2 * grads  # DDP's buckets are separate from .grad unless gradient_as_bucket_view
     return grads
 
 
-def arch_layer_grad(run: RunSetup) -> int:
+def layer_grad_bytes(run: RunSetup) -> int:
+    """Gradients of one decoder layer's weights (full fine-tuning only)."""
     return (run.arch.layer_params if run.train_base else 0) * run.trainable_bytes
 
 
@@ -150,7 +151,7 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
     grads_before = grads if run.grad_accum > 1 else (grads // 2 if run.sharding == "ddp" else 0)
     head_grad = (0 if run.arch.tied_embeddings else run.arch.vocab * run.arch.embed_dim * run.trainable_bytes
                  ) if run.train_base else 0
-    layer_grad = run.arch.layer_params * run.trainable_bytes if run.train_base else 0
+    layer_grad = layer_grad_bytes(run)
     last_linear_grad = run.arch.linears[-1].params * run.trainable_bytes if run.train_base else 0
     embedding_grad = run.arch.vocab * run.arch.embed_dim * run.trainable_bytes if run.train_base else 0
     grads_before_embedding = max(grads_before, grads - embedding_grad)
