@@ -68,8 +68,9 @@ def weight_bytes(run: RunSetup) -> int:
         stored = arch.total_params * run.trainable_bytes
     elif run.method == "qlora":
         per_param = NF4_DOUBLE_QUANT_BYTES if run.double_quant else NF4_BYTES
-        # Only the decoder layers' Linear weights are quantized; embeddings, norms, lm_head stay 16-bit.
-        stored = int(arch.linear_params * per_param) + (arch.total_params - arch.linear_params) * run.frozen_bytes
+        # Only the decoder layers' Linear weights are quantized. peft's prepare_model_for_kbit_training,
+        # which the worker calls, upcasts the rest (embeddings, norms, lm_head) to fp32 for stability.
+        stored = int(arch.linear_params * per_param) + (arch.total_params - arch.linear_params) * 4
         stored += run.adapter.trainable_params * run.trainable_bytes
     else:
         stored = arch.total_params * run.frozen_bytes + run.adapter.trainable_params * run.trainable_bytes

@@ -130,7 +130,7 @@ def _ladder(ctx: _Context) -> list[Rung]:
 def _run_for(ctx: _Context, rung: Rung, precision: str, recipe: str, seq_len: int, **knobs) -> RunSetup:
     sharding = rung.sharding if rung.sharding == "fsdp" else ("ddp" if ctx.gpus > 1 else "none")
     if rung.method == "qlora" and precision == "fp32":
-        precision, recipe = ("bf16" if ctx.gpu.bf16 else "fp16"), "amp"
+        precision, recipe = ("bf16" if ctx.gpu.bf16 or ctx.gpu.is_cpu else "fp16"), "amp"
     attention = ctx.spec.attention if ctx.spec.attention != "auto" else "sdpa"
     return RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method=rung.method,
                     adapter=_adapter(ctx.spec, ctx.profile, rung.method), precision=precision, recipe=recipe,
@@ -188,7 +188,7 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
         except (InfeasibleError, SpecError):
             pass
     qlora = RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method="qlora",
-                     adapter=_adapter(spec, ctx.profile, "qlora"), precision="bf16" if ctx.gpu.bf16 else "fp16",
+                     adapter=_adapter(spec, ctx.profile, "qlora"), precision="bf16" if ctx.gpu.bf16 or ctx.gpu.is_cpu else "fp16",
                      recipe="amp", optimizer="adamw_8bit", micro_batch=1, seq_len=seq_len, attention="sdpa",
                      gradient_checkpointing=True)
     lines.append(f"QLoRA with 8-bit AdamW and checkpointing would need {gb(estimate_memory(qlora).total)} on one "
