@@ -74,6 +74,7 @@ class Ia3Spec(_Strict):
 class EvalSpec(_Strict):
     fraction: float = Field(default=0.0, ge=0, lt=1)  # share of the dataset held out for eval
     every_steps: int | None = Field(default=None, ge=1)  # None: only at the end
+    exact_match: bool = False  # also generate answers for held-out rows and score them, before and after
 
 
 class TrainingSpec(_Strict):
@@ -87,6 +88,7 @@ class TrainingSpec(_Strict):
     max_grad_norm: float = Field(default=1.0, ge=0)
     seed: int = 42
     eval: EvalSpec = EvalSpec()
+    checkpoint_every_steps: AutoInt = "auto"  # auto: about every 10 minutes of predicted step time
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainingSpec:

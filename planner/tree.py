@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from planner.activations import estimate_activations
@@ -188,7 +189,8 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
         except (InfeasibleError, SpecError):
             pass
     qlora = RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method="qlora",
-                     adapter=_adapter(spec, ctx.profile, "qlora"), precision="bf16" if ctx.gpu.bf16 or ctx.gpu.is_cpu else "fp16",
+                     adapter=_adapter(spec, ctx.profile, "qlora"),
+                     precision="bf16" if ctx.gpu.bf16 or ctx.gpu.is_cpu else "fp16",
                      recipe="amp", optimizer="adamw_8bit", micro_batch=1, seq_len=seq_len, attention="sdpa",
                      gradient_checkpointing=True)
     lines.append(f"QLoRA with 8-bit AdamW and checkpointing would need {gb(estimate_memory(qlora).total)} on one "
@@ -304,6 +306,7 @@ def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget
     memory = estimate_memory(run, calibration)
     throughput = _throughput(run)
     settings = _settings(spec, run, length)
+    settings["training"]["checkpoint_every_steps"] = _checkpoint_interval(ctx, throughput)
     return Plan(name=spec.name, model=profile.source, config_origin=profile.config_origin,
                 params_total=profile.total_params, params_trainable=run.trainable_params, gpu=gpu.name,
                 gpus=count if run.sharding != "none" else 1, budget_bytes=budget, settings=settings,
@@ -327,3 +330,20 @@ def _settings(spec: JobSpec, run: RunSetup, seq_len: int) -> dict:
     settings["resources"] = {**settings["resources"], "gpus": run.gpus if run.sharding != "none" else 1,
                              "gpu_type": run.device.name}
     return settings
+
+
+CHECKPOINT_SECONDS = 600  # auto: a checkpoint about every 10 minutes of predicted training
+CHECKPOINTS_PER_RUN = 4  # ... and at least this many in a run that gives max_steps
+
+
+def _checkpoint_interval(ctx: _Context, throughput: Throughput) -> int:
+    pinned = ctx.spec.training.checkpoint_every_steps
+    if pinned != "auto":
+        ctx.decide("1->n", "training.checkpoint_every_steps", pinned, "pinned", pinned=True)
+        return pinned
+    steps = max(1, math.ceil(CHECKPOINT_SECONDS / throughput.step_seconds))
+    if ctx.spec.training.max_steps is not None:
+        steps = min(steps, max(1, ctx.spec.training.max_steps // CHECKPOINTS_PER_RUN))
+    ctx.decide("1->n", "training.checkpoint_every_steps", steps, f"a restart loses at most {steps} steps "
+               f"(about {steps * throughput.step_seconds:.0f} s)", step_seconds=throughput.step_seconds)
+    return steps
