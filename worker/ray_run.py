@@ -1,0 +1,158 @@
+"""All of effft's Ray code: the cluster's inventory, and a Plan run on Ray Train's TorchTrainer.
+
+Metrics do not travel through `ray.train.report` (it blocks until the controller polls): rank 0
+writes them straight to the sink. Ray gets a report only at each checkpoint (rank 0 attaches the
+Trainer's checkpoint folder) and once at the end (every rank's step and weights fingerprint).
+A restarted run, after a worker died (FailureConfig) or with the same name and storage path
+after the driver died, resumes from the latest checkpoint Ray holds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train.torch import TorchConfig, TorchTrainer
+from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from planner.catalog import GpuGroup, Inventory, cpu_with_memory, parse_gpu_name
+from worker.sinks import MetricsSink
+from worker.train import WorkerJob, train
+
+HF_CHECKPOINT = "checkpoint"  # the Trainer's folder inside each Ray checkpoint
+# ray.train.report blocks until the controller's next poll (2 s by default); checkpoints should not wait that long
+REPORT_POLL_SECONDS = "0.2"
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to RAY_ADDRESS / `address`, or start a local Ray for this process."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", REPORT_POLL_SECONDS)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster: Ray 2.60 enables tokens
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def inventory() -> tuple[Inventory, dict[str, str]]:
+    """GPUs per node as Ray sees them, and each catalog name's Ray accelerator type; the CPU when none."""
+    groups, ray_names = [], {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        resources = node.get("Resources", {})
+        gpus = int(resources.get("GPU", 0))
+        kinds = [k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:")]
+        if gpus and kinds:
+            spec = parse_gpu_name(kinds[0])
+            ray_names[spec.name] = kinds[0]
+            groups.append(GpuGroup(node["NodeID"][:12], spec, gpus))
+    if groups:
+        return Inventory(tuple(groups)), ray_names
+    memory = int(ray.cluster_resources().get("memory", 0)) or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return Inventory.single(cpu_with_memory(memory), 1), ray_names
+
+
+@dataclass(frozen=True)
+class RayRun:
+    job: WorkerJob
+    storage_path: str  # Ray's checkpoints; shared storage (NFS, S3) when there are several nodes
+    name: str
+    accelerator_type: str | None = None  # Ray's name for the plan's GPU
+    max_failures: int = 1
+    kill_at_step: int | None = None  # failure drill: rank 0 dies at this step of a fresh (not resumed) run
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.job.plan["gpu"] != "cpu"
+
+    def scaling(self) -> ScalingConfig:
+        workers = self.job.plan["gpus"]
+        if self.on_gpu:
+            return ScalingConfig(num_workers=workers, use_gpu=True, accelerator_type=self.accelerator_type)
+        return ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1})
+
+
+class _CheckpointToRay(TrainerCallback):
+    """After the Trainer saves, every rank reports; rank 0 attaches a copy of the checkpoint."""
+
+    def on_save(self, args, state, control, **kwargs):
+        latest = get_last_checkpoint(args.output_dir) if state.is_world_process_zero else None
+        metrics = {"step": state.global_step, "final": False}
+        if latest is None:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            shutil.copytree(latest, Path(folder, HF_CHECKPOINT))
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+
+class _KillAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step and state.is_world_process_zero:
+            # a report reaches the controller at its next poll; steps of a real run take longer than that
+            time.sleep(5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", REPORT_POLL_SECONDS)))
+            os._exit(9)  # as abrupt as a kill -9 or a lost node
+
+
+class _RankReportsToSink(UserCallback):
+    """Runs in Ray's controller: writes every rank's final step and weights fingerprint to the sink."""
+
+    def __init__(self, sink: MetricsSink):
+        self.sink = sink
+
+    def after_report(self, run_context, metrics, checkpoint):
+        if metrics and all(m.get("final") for m in metrics):
+            self.sink.write({"kind": "ranks", "ranks": [dict(m) for m in metrics]})
+
+
+def _ensure(folder: str) -> str:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _train_loop(config: dict) -> None:
+    from ray.train.huggingface.transformers import prepare_trainer
+
+    run: RayRun = config["run"]
+    sink = config["sink"]
+    resume, callbacks = None, [_CheckpointToRay()]
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        local = tempfile.mkdtemp(prefix="effft-resume-")
+        checkpoint.to_directory(local)
+        resume = str(Path(local, HF_CHECKPOINT))
+    elif run.kill_at_step is not None:
+        callbacks.append(_KillAt(run.kill_at_step))
+    # a fresh folder per attempt: the Trainer's checkpoints of a dead attempt must not mix with this one's
+    job = replace(run.job, work_dir=tempfile.mkdtemp(prefix="effft-work-", dir=_ensure(run.job.work_dir)))
+    summary = train(job, sink, callbacks=callbacks, resume_from=resume, attempt=int(resume is not None),
+                     wrap_trainer=prepare_trainer)
+    ray.train.report({"final": True, "rank": ray.train.get_context().get_world_rank(), "step": summary["step"],
+                      "weights_checksum": summary["weights_checksum"]}, checkpoint=None)
+
+
+def run_on_ray(run: RayRun, sink: MetricsSink):
+    """Run the plan to the end (resuming if Ray holds a checkpoint of this run); returns Ray's Result."""
+    trainer = TorchTrainer(
+        _train_loop, train_loop_config={"run": run, "sink": sink}, scaling_config=run.scaling(),
+        torch_config=TorchConfig(backend="nccl" if run.on_gpu else "gloo"),
+        run_config=RunConfig(name=run.name, storage_path=run.storage_path,
+                             failure_config=FailureConfig(max_failures=run.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             callbacks=[_RankReportsToSink(sink)]))
+    return trainer.fit()
