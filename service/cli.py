@@ -67,5 +67,31 @@ def plan(job: Annotated[Path, typer.Argument(help="the job.yaml to plan")],
         render_plan(result, console)
 
 
+@app.command()
+def run(job: Annotated[Path, typer.Argument(help="the job.yaml to run")],
+        run_dir: Annotated[Path | None, typer.Option(help="the run's folder (default: runs/NAME)")] = None,
+        fresh: Annotated[bool, typer.Option(help="start over instead of resuming the run's last checkpoint")] = False,
+        ) -> None:
+    """Plan against the local Ray cluster's GPUs (or this CPU) and run it, with progress and a summary."""
+    from service.standalone import run_standalone
+
+    raise typer.Exit(run_standalone(job, run_dir, fresh, Console(width=160)))
+
+
+@app.command("init-example")
+def init_example(folder: Annotated[Path, typer.Argument(help="where to write the example")],
+                 model: Annotated[str, typer.Option(help="tiny (random weights, ~1 min on a CPU) or smollm2 "
+                                                         "(the real SmolLM2-135M-Instruct)")] = "tiny") -> None:
+    """Write a model, a dataset in each format and DIR/job.yaml, offline."""
+    from worker.example import init_example as write_example
+
+    try:
+        job_path = write_example(folder, model)
+    except (ValueError, FileNotFoundError) as error:
+        Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    typer.echo(f"wrote {job_path}; run it with: effft run {job_path}")
+
+
 def main() -> None:
     app()

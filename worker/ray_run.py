@@ -81,7 +81,9 @@ class RayRun:
         workers = self.job.plan["gpus"]
         if self.on_gpu:
             return ScalingConfig(num_workers=workers, use_gpu=True, accelerator_type=self.accelerator_type)
-        return ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1})
+        # Ray sets a worker's torch threads to its CPUs: give the CPU workers the whole cluster
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
+        return ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": cpus})
 
 
 class _CheckpointToRay(TrainerCallback):

@@ -1,0 +1,87 @@
+"""Following a run's metric records live (a rich progress bar) and printing its summary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from service.render import _duration, _gb
+
+
+def tail_records(path: Path, done: Callable[[], bool], offset: int = 0, poll_seconds: float = 0.2) -> Iterator[dict]:
+    """Yield each JSON line appended to `path` after `offset` until `done()` and nothing more is left."""
+    import json
+
+    while True:
+        finished = done()
+        if path.exists():
+            with path.open(encoding="utf-8") as file:
+                file.seek(offset)
+                for line in file:
+                    if not line.endswith("\n"):
+                        break  # a line still being written
+                    offset += len(line.encode("utf-8"))
+                    if line.strip():
+                        yield json.loads(line)
+        if finished:
+            return
+        time.sleep(poll_seconds)
+
+
+def step_text(record: dict) -> str:
+    memory = f"mem {_gb(record['memory_peak_bytes'])} / predicted {_gb(record['memory_predicted_bytes'])}"
+    return (f"loss {record['loss']:.4f} | {record['tokens_per_second']:,.0f} tok/s | MFU {record['mfu']:.1%} | "
+            f"{memory} | ETA {_duration(record['eta_seconds'])}")
+
+
+def follow(records: Iterator[dict], console: Console) -> dict | None:
+    """Show a progress bar from step records; returns the summary record if one arrives."""
+    summary = None
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[detail]}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=None, detail="")
+        for record in records:
+            kind = record.get("kind")
+            if kind == "start":
+                note = f"resumed from {record['resumed_from']}" if record.get("resumed_from") else "training"
+                progress.update(task, description=note[:60], total=record["total_steps"])
+            elif kind == "step":
+                progress.update(task, completed=record["step"], total=record["total_steps"],
+                                description="training", detail=step_text(record))
+            elif kind == "summary":
+                summary = record
+    return summary
+
+
+def render_summary(summary: dict, console: Console) -> None:
+    table = Table(title="Run summary")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [("steps", f"{summary['step']} / {summary['total_steps']}"), ("tokens", f"{summary['tokens']:,}"),
+            ("train time", _duration(summary["train_seconds"])),
+            ("tokens/s (mean)", f"{summary['tokens_per_second']:,.0f} (predicted "
+                                f"{summary['predicted_tokens_per_second']:,.0f})"),
+            ("MFU", f"{summary['mfu']:.1%}"),
+            ("loss first -> last", f"{summary['first_loss']:.4f} -> {summary['final_loss']:.4f}"),
+            ("peak memory", f"{_gb(summary['memory_peak_bytes'])} measured, "
+                            f"{_gb(summary['memory_predicted_bytes'])} predicted"),
+            ("reporting share of time", f"{summary['report_share']:.2%}")]
+    for term, measured in summary["measured_terms"].items():
+        rows.append((f"  {term}", f"{_gb(measured)} counted, {_gb(summary['predicted_terms'][term])} at peak"))
+    if summary.get("eval_loss") is not None:
+        rows.append(("eval loss", f"{summary['eval_loss']:.4f}"))
+    if summary.get("exact_match_after") is not None:
+        before = summary.get("exact_match_before")
+        rows.append(("eval exact match", f"{'n/a' if before is None else f'{before:.1%}'} before -> "
+                                         f"{summary['exact_match_after']:.1%} after"))
+    rows.append(("output", summary["output_dir"]))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    console.print(f"  memory metric: {summary['memory_metric']}", highlight=False)

@@ -1,0 +1,53 @@
+"""`effft run`: one job on the local Ray cluster, followed live, without the service."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+from rich.console import Console
+
+from service.progress import follow, render_summary, tail_records
+from service.render import render_plan
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def run_standalone(job_path: Path, run_dir: Path | None, fresh: bool, console: Console) -> int:
+    from planner import PlannerError, load_job
+    from planner.spec import resolve_relative_paths
+    from worker.errors import WorkerError
+    from worker.standalone import execute, prepare_local_run
+
+    errors = Console(stderr=True, width=160)
+    try:
+        spec = resolve_relative_paths(load_job(job_path), job_path.parent)
+        folder = run_dir or Path("runs") / spec.name
+        if fresh and folder.exists():
+            shutil.rmtree(folder)
+        run = prepare_local_run(spec, folder)
+    except (PlannerError, WorkerError, ValueError, OSError) as error:
+        errors.print(f"[red]error:[/] {error}", highlight=False)
+        return EXIT_BAD_INPUT
+    render_plan(run.plan, console)
+    console.print(f"data: {run.data.rows} rows ({run.data.format}); run folder {run.folder}")
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = execute(run)
+        except Exception as error:  # Ray raises its own error types for failed runs: report them all
+            outcome["error"] = error
+
+    # a resumed run appends to the same file: show only what this run writes
+    offset = run.metrics_path.stat().st_size if run.metrics_path.exists() else 0
+    thread = threading.Thread(target=fit, name="effft-fit", daemon=True)
+    thread.start()
+    summary = follow(tail_records(run.metrics_path, done=lambda: not thread.is_alive(), offset=offset), console)
+    thread.join()
+    if "error" in outcome or summary is None:
+        errors.print(f"[red]run failed:[/] {outcome.get('error', 'no summary was written')}", highlight=False)
+        return EXIT_JOB_FAILED
+    render_summary(summary, console)
+    return EXIT_OK

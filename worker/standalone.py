@@ -1,0 +1,75 @@
+"""A run without the service: profile the data, plan against the cluster Ray sees, run on Ray Train.
+
+The run's folder holds everything of one run: metrics.jsonl (the sink), ray/ (Ray's
+checkpoints), work/ (the Trainer's own checkpoints) and output/ (the adapter or model, unless
+the job names output.dir). Running the same job into the same folder again resumes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from planner import Plan, plan_job
+from planner.profile import load_profile
+from planner.spec import DatasetSpec, JobSpec
+from worker.data import suggest_seq_len, tokenize_dataset
+from worker.sinks import JsonlSink
+from worker.train import WorkerJob
+
+
+@dataclass(frozen=True)
+class DataProfile:
+    rows: int
+    format: str
+    seq_len: int  # the length that covers 95 % of the examples whole
+
+
+def profile_dataset(spec: JobSpec) -> DataProfile:
+    """Tokenize the data once on the driver: bad data fails here, and seq_len auto gets its number."""
+    from worker.model import load_tokenizer
+
+    tokenizer = load_tokenizer(spec.model_dump(mode="json"))
+    data = tokenize_dataset(DatasetSpec(**spec.dataset.model_dump()), tokenizer)
+    positions = load_profile(spec.model.path, spec.model.revision).arch.max_positions
+    return DataProfile(len(data.train), data.format, suggest_seq_len(data.lengths, positions))
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    spec: JobSpec
+    plan: Plan
+    data: DataProfile
+    folder: Path
+    accelerator_type: str | None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.folder / "metrics.jsonl"
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.spec.output.dir) if self.spec.output.dir else self.folder / "output"
+
+    def worker_job(self) -> WorkerJob:
+        return WorkerJob(self.plan.to_dict(), str(self.output_dir), str(self.folder / "work"))
+
+
+def prepare_local_run(spec: JobSpec, folder: Path, ray_address: str | None = None) -> LocalRun:
+    from worker.ray_run import ensure_ray, inventory
+
+    data = profile_dataset(spec)
+    ensure_ray(ray_address)
+    cluster, ray_names = inventory()
+    plan = plan_job(spec, cluster, seq_len=data.seq_len)
+    return LocalRun(spec, plan, data, folder.resolve(), ray_names.get(plan.gpu))
+
+
+def execute(run: LocalRun, kill_at_step: int | None = None):
+    """Run on Ray to the end; returns Ray's Result. Metrics land in run.metrics_path as they happen."""
+    from worker.ray_run import RayRun, run_on_ray
+
+    run.folder.mkdir(parents=True, exist_ok=True)
+    ray_run = RayRun(run.worker_job(), storage_path=str(run.folder / "ray"), name=run.spec.name,
+                     accelerator_type=run.accelerator_type, kill_at_step=kill_at_step)
+    return run_on_ray(ray_run, JsonlSink(run.metrics_path))
