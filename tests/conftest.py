@@ -1,4 +1,12 @@
+import os
 import shutil
+import sys
+from pathlib import Path
+
+# Tests never reach a hub (this machine has no network): fail fast instead of retrying connections.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import pytest
 
@@ -25,7 +33,9 @@ def repo_root():
 
 @pytest.fixture
 def effft_bin():
-    path = shutil.which("effft")
+    # the script beside this interpreter first: `make test` runs .venv/bin/python without the venv on PATH
+    beside = Path(sys.executable).parent / "effft"
+    path = str(beside) if beside.exists() else shutil.which("effft")
     if path is None:
         pytest.skip("the effft console script is not installed (pip install -e .)")
     return path

@@ -45,11 +45,17 @@ def split_rows(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict]
     return [rows[i] for i in order[held:]], [rows[i] for i in order[:held]]
 
 
-def tokenize_dataset(spec: DatasetSpec, tokenizer, eval_fraction: float = 0.0, seed: int = 42) -> TokenizedData:
+def checked_rows(spec: DatasetSpec) -> tuple[str, list[dict]]:
+    """The rows and their format, every row checked: needs no tokenizer, so it can run first."""
     rows = read_rows(spec)
     fmt = spec.format if spec.format != "auto" else detect_format(rows[0], spec.text_field)
     for number, row in enumerate(rows, start=1):
         check_row(row, fmt, spec.text_field, number)
+    return fmt, rows
+
+
+def tokenize_dataset(spec: DatasetSpec, tokenizer, eval_fraction: float = 0.0, seed: int = 42) -> TokenizedData:
+    fmt, rows = checked_rows(spec)
     train_rows, eval_rows = split_rows(rows, eval_fraction, seed)
     train = [render(row, fmt, tokenizer, spec.text_field) for row in train_rows]
     held = [render(row, fmt, tokenizer, spec.text_field) for row in eval_rows]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from worker.errors import ModelError
+
 log = logging.getLogger("effft.worker")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,8 +50,14 @@ def load_tokenizer(settings: dict):
     from transformers import AutoTokenizer
 
     source = settings["model"]
-    tokenizer = AutoTokenizer.from_pretrained(source["path"], revision=source["revision"],
-                                              trust_remote_code=source["trust_remote_code"])
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source["path"], revision=source["revision"],
+                                                  trust_remote_code=source["trust_remote_code"])
+    except (OSError, ValueError) as error:  # no tokenizer files, or files transformers cannot read
+        first_line = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
+        raise ModelError("model.path", source["path"], "cannot load a tokenizer from it; a model folder needs its "
+                         f"tokenizer files (tokenizer.json or tokenizer.model) beside config.json ({first_line})") \
+            from None
     if tokenizer.pad_token is None:  # many base models ship without one; EOS is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -107,7 +115,10 @@ def prepare_model(settings: dict, device: torch.device):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
                                                 gradient_checkpointing_kwargs=CHECKPOINTING)
     elif checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING)
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name; the old one warns
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=CHECKPOINTING)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING)
         if method != "full":
             # a frozen embedding makes the checkpointed blocks' inputs need no grad; force it so
             # the adapters inside them still learn

@@ -13,7 +13,7 @@ from pathlib import Path
 from planner import Plan, plan_job
 from planner.profile import load_profile
 from planner.spec import DatasetSpec, JobSpec
-from worker.data import suggest_seq_len, tokenize_dataset
+from worker.data import checked_rows, suggest_seq_len, tokenize_dataset
 from worker.sinks import JsonlSink
 from worker.train import WorkerJob
 
@@ -29,8 +29,10 @@ def profile_dataset(spec: JobSpec) -> DataProfile:
     """Tokenize the data once on the driver: bad data fails here, and seq_len auto gets its number."""
     from worker.model import load_tokenizer
 
+    dataset = DatasetSpec(**spec.dataset.model_dump())
+    checked_rows(dataset)  # bad data fails before the model's files are even opened
     tokenizer = load_tokenizer(spec.model_dump(mode="json"))
-    data = tokenize_dataset(DatasetSpec(**spec.dataset.model_dump()), tokenizer)
+    data = tokenize_dataset(dataset, tokenizer)
     positions = load_profile(spec.model.path, spec.model.revision).arch.max_positions
     return DataProfile(len(data.train), data.format, suggest_seq_len(data.lengths, positions))
 

@@ -1,0 +1,56 @@
+"""Runs on a real local Ray (2 CPUs) through Ray Train's TorchTrainer."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.worker.conftest import make_plan
+from worker.ray_run import RayRun, inventory, run_on_ray
+from worker.sinks import JsonlSink, last_per_step, read_jsonl
+from worker.train import WorkerJob
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def ray_run(plan, tmp_path, **options) -> tuple[list[dict], object]:
+    job = WorkerJob(plan.to_dict(), str(tmp_path / "out"), str(tmp_path / "work"))
+    result = run_on_ray(RayRun(job, storage_path=str(tmp_path / "ray"), name="test", **options),
+                        JsonlSink(tmp_path / "metrics.jsonl"))
+    return read_jsonl(tmp_path / "metrics.jsonl"), result
+
+
+def test_the_cluster_without_gpus_is_a_cpu_inventory():
+    cluster, ray_names = inventory()
+    assert [g.gpu.name for g in cluster.groups] == ["cpu"] and ray_names == {}
+
+
+def test_two_ddp_workers_end_at_the_same_step_with_identical_weights(tiny_model, datasets, tmp_path):
+    plan = make_plan(tiny_model, datasets["chat"], gpus=2, method="lora")
+    assert plan.gpus == 2 and plan.settings["sharding"] == "ddp"
+    records, result = ray_run(plan, tmp_path)
+    assert result.error is None
+    ranks = next(r for r in records if r["kind"] == "ranks")["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert {r["step"] for r in ranks} == {12}
+    assert ranks[0]["weights_checksum"] == ranks[1]["weights_checksum"]
+    summary = next(r for r in records if r["kind"] == "summary")
+    # both ranks' tokens count: 4 samples of 64 tokens per step, over 12 steps (less the padding of
+    # the dataset's last, partly filled block where an epoch ended)
+    assert 12 * 4 * 64 - 64 < summary["tokens"] <= 12 * 4 * 64
+    assert (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_at_exactly_max_steps(tiny_model, datasets, tmp_path):
+    plan = make_plan(tiny_model, datasets["chat"], method="lora", training={"checkpoint_every_steps": 4})
+    records, result = ray_run(plan, tmp_path, kill_at_step=6, max_failures=1)
+    assert result.error is None
+    starts = [r for r in records if r["kind"] == "start"]
+    assert len(starts) == 2 and starts[1]["resumed_from"] and starts[1]["attempt"] == 1
+    resumed = [r["step"] for r in records if r["kind"] == "step" and r["attempt"] == 1]
+    assert resumed == list(range(5, 13))  # from the step-4 checkpoint to the end, nothing more
+    assert [r["step"] for r in last_per_step(records)] == list(range(1, 13))
+    summary = next(r for r in records if r["kind"] == "summary")
+    assert summary["step"] == 12
+    # the resumed run replays the lost steps exactly: same losses as the first attempt had
+    first = {r["step"]: r["loss"] for r in records if r["kind"] == "step" and r["attempt"] == 0}
+    assert first[5] == pytest.approx(next(r["loss"] for r in records if r.get("attempt") == 1 and r.get("step") == 5))
