@@ -65,7 +65,7 @@ def init_example(folder: Path, model: str = "tiny", rows: int = EXAMPLE_ROWS) ->
     model_dir = folder / "model"
     if model == "smollm2":
         smollm2_folder(model_dir)
-        job = _job(model_dir, paths["chat"], "lora", max_steps=60, learning_rate=1e-3, seq_len=128)
+        job = _job(model_dir, paths["chat"], "lora", max_steps=30, learning_rate=1e-3, seq_len=128)
     elif model == "tiny":
         texts = [line for path in paths.values() for line in path.read_text(encoding="utf-8").splitlines()]
         build_tiny_model(model_dir, train_tokenizer(texts, vocab_size=1024))
