@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from ray.train import WorkerGroupError
 
 from tests.worker.conftest import make_plan
 from worker.ray_run import RayRun, inventory, run_on_ray
@@ -54,3 +55,14 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_at_exactly_max_ste
     # the resumed run replays the lost steps exactly: same losses as the first attempt had
     first = {r["step"]: r["loss"] for r in records if r["kind"] == "step" and r["attempt"] == 0}
     assert first[5] == pytest.approx(next(r["loss"] for r in records if r.get("attempt") == 1 and r.get("step") == 5))
+
+
+def test_a_run_started_again_after_its_driver_failed_resumes_from_ray_storage(tiny_model, datasets, tmp_path):
+    plan = make_plan(tiny_model, datasets["chat"], method="lora", training={"checkpoint_every_steps": 4})
+    with pytest.raises(WorkerGroupError):  # no retries allowed: the run fails with its worker
+        ray_run(plan, tmp_path, kill_at_step=6, max_failures=0)
+    records, result = ray_run(plan, tmp_path)  # the same name and storage path, as `effft run` again does
+    assert result.error is None
+    second = records[[i for i, r in enumerate(records) if r["kind"] == "start"][-1]:]
+    assert second[0]["resumed_from"]
+    assert [r["step"] for r in second if r["kind"] == "step"] == list(range(5, 13))
