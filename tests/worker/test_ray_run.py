@@ -7,8 +7,8 @@ from ray.train import WorkerGroupError
 
 from tests.worker.conftest import make_plan
 from worker.ray_run import RayRun, inventory, run_on_ray
-from worker.sinks import JsonlSink, last_per_step, read_jsonl
-from worker.train import WorkerJob
+from worker.sinks import JsonlSink, ListSink, last_per_step, read_jsonl
+from worker.train import WorkerJob, train
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -55,6 +55,9 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_at_exactly_max_ste
     # the resumed run replays the lost steps exactly: same losses as the first attempt had
     first = {r["step"]: r["loss"] for r in records if r["kind"] == "step" and r["attempt"] == 0}
     assert first[5] == pytest.approx(next(r["loss"] for r in records if r.get("attempt") == 1 and r.get("step") == 5))
+    # ... and ends with the weights of a run that was never killed (the same code, in-process)
+    straight = train(WorkerJob(plan.to_dict(), str(tmp_path / "out2"), str(tmp_path / "work2")), ListSink())
+    assert summary["weights_checksum"] == pytest.approx(straight["weights_checksum"], rel=1e-5)
 
 
 def test_a_run_started_again_after_its_driver_failed_resumes_from_ray_storage(tiny_model, datasets, tmp_path):
