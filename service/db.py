@@ -1,0 +1,100 @@
+"""The job store's tables (SQLModel) and the engine factory. Nothing connects at import."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, event
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel, create_engine
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
+                      Index("ix_jobs_state_created", "state", "created_at"),
+                      Index("ix_jobs_owner_created", "owner", "created_at"))
+
+    id: str = Field(primary_key=True, max_length=32)
+    owner: str = Field(max_length=200)
+    name: str = Field(max_length=100)
+    state: str = Field(max_length=20)
+    cause: str | None = Field(default=None, max_length=20)  # why it failed
+    message: str | None = None  # the error, for a failed job
+    spec: dict = Field(sa_column=Column(JSON, nullable=False))
+    plan: dict | None = Field(default=None, sa_column=Column(JSON))
+    summary: dict | None = Field(default=None, sa_column=Column(JSON))
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    ray_job_id: str | None = Field(default=None, max_length=100)
+    worker_token: str | None = Field(default=None, max_length=100)  # the job's worker posts records with it
+    gpus: int = 0  # GPUs the running job holds
+    gpu_type: str | None = Field(default=None, max_length=40)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobEvent(SQLModel, table=True):
+    __tablename__ = "job_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", index=True, max_length=32)
+    at: datetime = Field(default_factory=utcnow)
+    from_state: str | None = Field(default=None, max_length=20)
+    to_state: str = Field(max_length=20)
+    reason: str
+
+
+class StepMetric(SQLModel, table=True):
+    """One row per job and step: a step reported twice (a resumed run) keeps its latest values."""
+
+    __tablename__ = "step_metrics"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True, max_length=32)
+    step: int = Field(primary_key=True)
+    at: datetime = Field(default_factory=utcnow)
+    loss: float | None = None
+    tokens_per_second: float | None = None
+    mfu: float | None = None
+    memory_peak_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
+    memory_predicted_bytes: int | None = Field(default=None, sa_column=Column(BigInteger))
+    record: dict = Field(sa_column=Column(JSON, nullable=False))
+
+
+class MemoryCheck(SQLModel, table=True):
+    """Predicted vs measured peak memory of a finished job: the planner's calibration input."""
+
+    __tablename__ = "memory_checks"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True, max_length=32)
+    model: str
+    gpu: str = Field(max_length=40)
+    method: str = Field(max_length=10)
+    predicted_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    measured_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    ratio: float  # measured / predicted
+    predicted_terms: dict = Field(sa_column=Column(JSON, nullable=False))
+    measured_terms: dict = Field(sa_column=Column(JSON, nullable=False))
+    at: datetime = Field(default_factory=utcnow)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for SQLite (one file, WAL, waits on a busy lock) or Postgres (a pool)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection, _record):
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)

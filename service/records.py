@@ -1,0 +1,57 @@
+"""Taking in the worker's metric records: step rows upserted by (job, step), the summary kept on the job.
+
+The worker's shipper may send a batch again when it cannot tell whether the service stored it
+(a restart mid-request); upserts make that harmless, so every step is stored exactly once.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from service.db import Job, MemoryCheck, StepMetric, utcnow
+from service.store import JobStore
+
+STEP_COLUMNS = ("loss", "tokens_per_second", "mfu", "memory_peak_bytes", "memory_predicted_bytes")
+
+
+def _insert(store: JobStore, table):
+    return (postgresql if store.engine.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def _upsert(store: JobStore, table, rows: list[dict], keys: list[str]):
+    statement = _insert(store, table).values(rows)
+    updated = {c.name: statement.excluded[c.name] for c in table.__table__.columns if c.name not in keys}
+    return statement.on_conflict_do_update(index_elements=keys, set_=updated)
+
+
+def step_row(job_id: str, record: dict) -> dict:
+    return {"job_id": job_id, "step": int(record["step"]), "at": utcnow(), "record": record,
+            **{name: record.get(name) for name in STEP_COLUMNS}}
+
+
+def memory_check(job: Job, summary: dict) -> dict | None:
+    plan = job.plan or {}
+    if not plan or not summary.get("memory_predicted_bytes"):
+        return None
+    measured, predicted = summary["memory_peak_bytes"], summary["memory_predicted_bytes"]
+    return {"job_id": job.id, "model": plan.get("model", ""), "gpu": plan.get("gpu", ""),
+            "method": plan.get("settings", {}).get("method", ""), "predicted_bytes": predicted,
+            "measured_bytes": measured, "ratio": measured / predicted,
+            "predicted_terms": summary.get("predicted_terms", {}), "measured_terms": summary.get("measured_terms", {}),
+            "at": utcnow()}
+
+
+def store_records(store: JobStore, job: Job, records: list[dict]) -> int:
+    """Store a batch of records; returns how many step records it held."""
+    steps = {int(r["step"]): r for r in records if r.get("kind") == "step" and r.get("step") is not None}
+    summaries = [r for r in records if r.get("kind") == "summary"]
+    with store.session() as session:
+        if steps:
+            session.exec(_upsert(store, StepMetric, [step_row(job.id, r) for r in steps.values()], ["job_id", "step"]))
+        if summaries:
+            session.get(Job, job.id).summary = summaries[-1]
+            check = memory_check(job, summaries[-1])
+            if check is not None:
+                session.exec(_upsert(store, MemoryCheck, [check], ["job_id"]))
+        session.commit()
+    return len(steps)

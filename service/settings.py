@@ -1,0 +1,38 @@
+"""The service's settings, from EFFFT_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path.home() / ".effft"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EFFFT_", extra="ignore")
+
+    data_dir: Path = DEFAULT_DATA_DIR  # the SQLite file, job files, run folders, the local admin token
+    database_url: str | None = None  # default: SQLite in data_dir; e.g. postgresql+psycopg://user@host/db
+    tokens: dict[str, str] = Field(default_factory=dict)  # bearer token -> user name (JSON in EFFFT_TOKENS)
+    admin_tokens: list[str] = Field(default_factory=list)  # these see every job
+    dataset_roots: list[Path] = Field(default_factory=list)  # where datasets may be read; default: data_dir
+    output_roots: list[Path] = Field(default_factory=list)  # where outputs may be written; default: data_dir
+    allow_trust_remote_code: bool = False
+    ray_address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
+    ray_dashboard_url: str = "http://127.0.0.1:8265"  # Ray's job submission API
+    scheduler_interval_seconds: float = 1.0
+    metrics_job_retention_hours: float = 24.0  # finished jobs keep their /metrics series this long
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'effft.db'}"
+
+    @property
+    def allowed_dataset_roots(self) -> list[Path]:
+        return [p.resolve() for p in (self.dataset_roots or [self.data_dir])]
+
+    @property
+    def allowed_output_roots(self) -> list[Path]:
+        return [p.resolve() for p in (self.output_roots or [self.data_dir])]
