@@ -1,7 +1,7 @@
 """jobs, events, step metrics, memory checks
 
 Revision ID: 0001
-Revises: 
+Revises: (none)
 """
 
 import sqlalchemy as sa
