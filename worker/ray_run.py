@@ -158,3 +158,34 @@ def run_on_ray(run: RayRun, sink: MetricsSink):
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              callbacks=[_RankReportsToSink(sink)]))
     return trainer.fit()
+
+
+# -- Ray Jobs: how the service runs a plan, so that training outlives the service's process ------------
+
+def _jobs_client(dashboard_url: str):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(dashboard_url)
+
+
+def submit_ray_job(dashboard_url: str, submission_id: str, entrypoint: str, env: dict[str, str]) -> str:
+    return _jobs_client(dashboard_url).submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                                                  runtime_env={"env_vars": env})
+
+
+def ray_job_status(dashboard_url: str, submission_id: str) -> str:
+    """PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED; MISSING when Ray does not know the job."""
+    try:
+        return str(_jobs_client(dashboard_url).get_job_status(submission_id).value)
+    except RuntimeError as error:  # the client raises RuntimeError for an unknown submission id
+        if "does not exist" in str(error) or "404" in str(error):
+            return "MISSING"
+        raise
+
+
+def stop_ray_job(dashboard_url: str, submission_id: str) -> None:
+    _jobs_client(dashboard_url).stop_job(submission_id)
+
+
+def ray_job_logs(dashboard_url: str, submission_id: str) -> str:
+    return _jobs_client(dashboard_url).get_job_logs(submission_id)

@@ -1,0 +1,163 @@
+"""The HTTP job API (FastAPI; OpenAPI at /docs). Routes under /v1, plus /healthz and /metrics."""
+
+from __future__ import annotations
+
+import yaml
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from planner import InfeasibleError, PlannerError, SpecError, parse_job, plan_job
+from planner.errors import FieldProblem
+from service.auth import Caller, caller_for, policy_problems
+from service.records import store_records
+from service.settings import Settings
+from service.states import CANCEL_TARGET, State
+from service.store import IdempotencyConflict, JobStore
+from service.views import event_view, job_view, metric_view, problems_view
+
+MAX_BODY_BYTES = 1_000_000
+
+
+class BadInput(Exception):
+    def __init__(self, problems: list[FieldProblem]):
+        self.problems = problems
+
+
+def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
+    """`services` gives the cluster: `inventory()`, `free_inventory(store)`, `logs(job)`, and the registry."""
+    app = FastAPI(title="effft", version="0.1.0", description="Plan, run and watch LLM fine-tuning jobs.",
+                  lifespan=getattr(services, "lifespan", None))
+
+    @app.exception_handler(BadInput)
+    async def _bad_input(_request, error: BadInput):
+        return JSONResponse(status_code=422, content={"detail": problems_view(error.problems)})
+
+    def caller(authorization: str | None = Header(default=None)) -> Caller:
+        found = caller_for(settings, authorization)
+        if found is None:
+            raise HTTPException(401, "missing or unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+        return found
+
+    def owned(job_id: str, who: Caller):
+        job = store.get(job_id, who.owner_filter)
+        if job is None:  # someone else's job looks exactly like a missing one
+            raise HTTPException(404, f"no job {job_id}")
+        return job
+
+    async def spec_from(request: Request):
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise BadInput([FieldProblem("<body>", f"{len(body)} bytes", f"larger than {MAX_BODY_BYTES} bytes")])
+        try:
+            data = yaml.safe_load(body.decode("utf-8")) if body.strip() else None
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise BadInput([FieldProblem("<body>", None, f"not valid YAML or JSON: {error}")]) from None
+        try:
+            spec = parse_job(data)
+        except SpecError as error:
+            raise BadInput(error.problems) from None
+        problems = policy_problems(spec, settings)
+        if problems:
+            raise BadInput(problems)
+        return spec
+
+    v1 = APIRouter(prefix="/v1")
+
+    @v1.post("/jobs", status_code=201)
+    async def submit(request: Request, response: Response, who: Caller = Depends(caller),
+                     idempotency_key: str | None = Header(default=None, max_length=200)):
+        spec = await spec_from(request)
+        try:
+            job, created = store.submit(who.user, spec.model_dump(mode="json"), idempotency_key)
+        except IdempotencyConflict as error:
+            raise HTTPException(409, str(error)) from None
+        response.status_code = 201 if created else 200
+        return job_view(job)
+
+    @v1.get("/jobs")
+    def list_jobs(who: Caller = Depends(caller), state: State | None = None,
+                  limit: int = Query(default=50, ge=1, le=500), cursor: str | None = None):
+        try:
+            page = store.list(who.owner_filter, state, limit, cursor)
+        except ValueError:
+            raise BadInput([FieldProblem("cursor", cursor, "not a cursor this API returned; omit it to "
+                                                           "start from the newest job")]) from None
+        return {"items": [job_view(j) for j in page.items], "next_cursor": page.next_cursor}
+
+    @v1.get("/jobs/{job_id}")
+    def get_job(job_id: str, who: Caller = Depends(caller)):
+        return job_view(owned(job_id, who), store.latest_metric(job_id))
+
+    @v1.get("/jobs/{job_id}/plan")
+    def get_plan(job_id: str, who: Caller = Depends(caller)):
+        job = owned(job_id, who)
+        if job.plan is None:
+            raise HTTPException(409, f"job {job_id} is {job.state} and has no plan yet")
+        return job.plan
+
+    @v1.get("/jobs/{job_id}/events")
+    def get_events(job_id: str, who: Caller = Depends(caller)):
+        owned(job_id, who)
+        return {"items": [event_view(e) for e in store.events(job_id)]}
+
+    @v1.get("/jobs/{job_id}/metrics")
+    def get_metrics(job_id: str, who: Caller = Depends(caller), since_step: int = Query(default=0, ge=0),
+                    limit: int = Query(default=10_000, ge=1, le=100_000)):
+        owned(job_id, who)
+        return {"items": [metric_view(m) for m in store.metrics(job_id, since_step, limit)]}
+
+    @v1.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
+    def get_logs(job_id: str, who: Caller = Depends(caller)):
+        job = owned(job_id, who)
+        return services.logs(job)
+
+    @v1.post("/jobs/{job_id}/cancel", status_code=202)
+    def cancel(job_id: str, who: Caller = Depends(caller)):
+        for _ in range(5):  # the scheduler may move the job between our read and our write: read again
+            job = owned(job_id, who)
+            target = CANCEL_TARGET.get(State(job.state))
+            if target is None:
+                raise HTTPException(409, f"job {job_id} has already ended ({job.state}); nothing to cancel")
+            if target == job.state or store.transition(job_id, State(job.state), target, f"cancelled by {who.user}"):
+                return job_view(store.get(job_id))
+        raise HTTPException(503, "the job kept changing state; try again")
+
+    @v1.post("/jobs/{job_id}/records")
+    async def post_records(job_id: str, request: Request, authorization: str | None = Header(default=None)):
+        job = store.get(job_id)
+        token = (authorization or "")[7:].strip()
+        if job is None or not job.worker_token or token != job.worker_token:
+            raise HTTPException(404, f"no job {job_id} takes records with this token")
+        records = (await request.json()).get("records", [])
+        return {"stored_steps": store_records(store, job, records)}
+
+    @v1.post("/plan")
+    async def dry_run(request: Request, who: Caller = Depends(caller)):
+        spec = await spec_from(request)
+        try:
+            return plan_job(spec, services.inventory()).to_dict()
+        except InfeasibleError as error:
+            raise HTTPException(422, {"infeasible": str(error), "needed_bytes": error.needed_bytes,
+                                      "budget_bytes": error.budget_bytes}) from None
+        except SpecError as error:
+            raise BadInput(error.problems) from None
+        except PlannerError as error:
+            raise BadInput([FieldProblem("model.path", spec.model.path, str(error))]) from None
+
+    @v1.get("/inventory")
+    def inventory(who: Caller = Depends(caller)):
+        return services.inventory_view(store)
+
+    app.include_router(v1)
+
+    @app.get("/healthz")
+    def healthz():
+        store.counts_by_state()  # the database answers
+        return {"ok": True}
+
+    @app.get("/metrics")
+    def metrics():
+        return Response(generate_latest(services.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

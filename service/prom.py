@@ -1,0 +1,76 @@
+"""/metrics: a Prometheus collector that reads the job store at each scrape.
+
+The store is the source of truth, so the numbers survive a restart of the service and every
+replica of the API shows the same ones. Names and labels are the contract in ../shared/design.md.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+
+from service.db import utcnow
+from service.states import State
+from service.store import JobStore
+
+ERROR_RATIO_BUCKETS = (0.5, 0.75, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0)
+PER_JOB = {  # metric name -> (step record field, help)
+    "effft_job_step": ("step", "Last optimizer step the job reported"),
+    "effft_job_loss": ("loss", "Training loss at the last reported step"),
+    "effft_job_tokens_per_second": ("tokens_per_second", "Training tokens per second over all ranks"),
+    "effft_job_mfu": ("mfu", "Model FLOPs utilization (0-1) at the last reported step"),
+    "effft_job_memory_peak_bytes": ("memory_peak_bytes", "Measured peak memory per GPU in bytes "
+                                                         "(CUDA max reserved; CPU peak RSS growth)"),
+    "effft_job_memory_predicted_bytes": ("memory_predicted_bytes", "The plan's predicted peak memory per GPU "
+                                                                   "in bytes"),
+}
+
+
+class StoreCollector:
+    def __init__(self, store: JobStore, gpu_memory, retention_hours: float):
+        self.store, self.gpu_memory, self.retention = store, gpu_memory, timedelta(hours=retention_hours)
+
+    def _reported_jobs(self):
+        """Running jobs, and jobs that ended within the retention window."""
+        recent = utcnow() - self.retention
+        jobs = self.store.in_states(State.RUNNING, State.CANCELLING, State.SUCCEEDED, State.FAILED, State.CANCELLED)
+        return [j for j in jobs if j.finished_at is None or j.finished_at >= recent]
+
+    def collect(self):
+        states = GaugeMetricFamily("effft_jobs", "Jobs in each state", labels=["state"])
+        counts = self.store.counts_by_state()
+        for state in State:
+            states.add_metric([state.value], counts.get(state.value, 0))
+        yield states
+        families = {name: GaugeMetricFamily(name, text, labels=["job_id", "name"])
+                    for name, (_, text) in PER_JOB.items()}
+        for job in self._reported_jobs():
+            latest = self.store.latest_metric(job.id)
+            if latest is None:
+                continue
+            for name, (field, _) in PER_JOB.items():
+                value = latest.record.get(field)
+                if value is not None:
+                    families[name].add_metric([job.id, job.name], float(value))
+        yield from families.values()
+        gpu = GaugeMetricFamily("effft_gpu_memory_bytes", "GPU memory per device in bytes: total, and what "
+                                "running jobs' plans hold", labels=["node", "gpu", "kind"])
+        for node, name, kind, value in self.gpu_memory(self.store):
+            gpu.add_metric([node, name, kind], value)
+        yield gpu
+        yield self._error_ratio()
+
+    def _error_ratio(self):
+        ratios = [c.ratio for c in self.store.memory_checks()]
+        buckets = [(str(edge), sum(r <= edge for r in ratios)) for edge in ERROR_RATIO_BUCKETS]
+        buckets.append(("+Inf", len(ratios)))
+        return HistogramMetricFamily("effft_planner_memory_error_ratio", "Measured / predicted peak memory of "
+                                     "finished jobs", buckets=buckets, sum_value=sum(ratios))
+
+
+def make_registry(store: JobStore, gpu_memory, retention_hours: float) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store, gpu_memory, retention_hours))
+    return registry
