@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from service import cli_jobs
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="effft: plan, run and watch LLM fine-tuning jobs.")
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -91,6 +93,9 @@ def init_example(folder: Annotated[Path, typer.Argument(help="where to write the
         Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     typer.echo(f"wrote {job_path}; run it with: effft run {job_path}")
+
+
+cli_jobs.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,90 @@
+"""The embedded default's local Ray head: started detached, found again after a restart, stopped by `effft stop`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HEAD_FILE = "ray-head.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def running_head(data_dir: Path) -> dict | None:
+    path = data_dir / HEAD_FILE
+    if not path.exists():
+        return None
+    head = json.loads(path.read_text())
+    return head if alive(head["pid"]) and _answers(head["dashboard_url"]) else None
+
+
+def start_ray_head(data_dir: Path, num_cpus: int | None = None, timeout: float = 120) -> dict:
+    """A Ray head in its own session (training outlives the API); reused if one from earlier still runs."""
+    head = running_head(data_dir)
+    if head is not None:
+        return head
+    gcs, dashboard, agent = free_port(), free_port(), free_port()
+    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs}",
+               "--node-ip-address=127.0.0.1", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+               "--include-dashboard=true", f"--dashboard-agent-listen-port={agent}", "--disable-usage-stats"]
+    if num_cpus:
+        command.append(f"--num-cpus={num_cpus}")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a private single-machine cluster on loopback
+    log = (data_dir / "ray-head.log").open("ab")
+    process = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
+    head = {"pid": process.pid, "address": f"127.0.0.1:{gcs}", "dashboard_url": f"http://127.0.0.1:{dashboard}"}
+    deadline = time.monotonic() + timeout
+    while not _answers(head["dashboard_url"]):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the local Ray head did not start; see {data_dir / 'ray-head.log'}")
+        time.sleep(0.5)
+    (data_dir / HEAD_FILE).write_text(json.dumps(head))
+    return head
+
+
+def stop_pid(pid: int, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `timeout` seconds."""
+    if not alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def stop_ray_head(data_dir: Path) -> bool:
+    path = data_dir / HEAD_FILE
+    if not path.exists():
+        return False
+    stop_pid(json.loads(path.read_text())["pid"])
+    path.unlink()
+    return True

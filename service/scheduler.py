@@ -1,0 +1,153 @@
+"""The scheduler: claims queued jobs, plans them against the live inventory, starts them as Ray Jobs
+when their GPUs are free, follows them to the end, and stops cancelled ones.
+
+Each pass reads the state from the store and Ray, so a restarted scheduler picks up where the last
+one stopped: jobs caught mid-planning are planned again, running jobs are matched with Ray's view.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+
+from planner import InfeasibleError, ModelProfileError, SpecError, parse_job, plan_job
+from service.cluster import free_count, free_inventory, held_gpus
+from service.settings import Settings
+from service.states import State
+from service.store import JobStore
+
+log = logging.getLogger("effft.scheduler")
+REPORT_POLL_SECONDS = "0.2"  # Ray Train's controller poll: checkpoint reports should not wait 2 s
+# how each final Ray job status ends an effft job, from running / from cancelling
+ENDINGS = {
+    ("SUCCEEDED", State.RUNNING): (State.SUCCEEDED, None), ("SUCCEEDED", State.CANCELLING): (State.SUCCEEDED, None),
+    ("FAILED", State.RUNNING): (State.FAILED, "worker"), ("FAILED", State.CANCELLING): (State.FAILED, "worker"),
+    ("STOPPED", State.RUNNING): (State.FAILED, "system"), ("STOPPED", State.CANCELLING): (State.CANCELLED, None),
+    ("MISSING", State.RUNNING): (State.FAILED, "system"), ("MISSING", State.CANCELLING): (State.CANCELLED, None),
+}
+
+
+def failure_cause(status_cause: str, logs: str) -> str:
+    return "oom" if "OutOfMemoryError" in logs or "out of memory" in logs.lower() else status_cause
+
+
+class Scheduler:
+    def __init__(self, store: JobStore, settings: Settings, cluster, api_url: str):
+        self.store, self.settings, self.cluster, self.api_url = store, settings, cluster, api_url
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        for job in self.store.in_states(State.PLANNING):
+            self.store.transition(job.id, State.PLANNING, State.QUEUED)
+
+    def tick(self) -> None:
+        self._follow_running()
+        for job in self.store.in_states(State.WAITING):
+            self._start(job.id, State.WAITING, job.plan)
+        while (job := self.store.claim_next_queued()) is not None:
+            self._plan(job)
+
+    def start(self) -> Scheduler:
+        self.reconcile()
+        self._thread = threading.Thread(target=self._loop, name="effft-scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a pass that fails (database or Ray briefly away) is retried on the next
+                log.exception("scheduler pass failed")
+            self._stop.wait(self.settings.scheduler_interval_seconds)
+
+    # -- planning and starting ----------------------------------------------------------------------
+
+    def _fail(self, job_id: str, current: State, cause: str, message: str) -> None:
+        self.store.transition(job_id, current, State.FAILED, f"{cause}: {message[:500]}", cause=cause,
+                              message=message)
+
+    def _plan(self, job) -> None:
+        from worker.errors import WorkerError
+        from worker.standalone import profile_dataset
+
+        try:
+            spec = parse_job(job.spec)
+            data = profile_dataset(spec)
+            plan = plan_job(spec, self.cluster.inventory(), seq_len=data.seq_len)
+        except InfeasibleError as error:
+            return self._fail(job.id, State.PLANNING, "infeasible", str(error))
+        except (SpecError, ModelProfileError, WorkerError, ValueError, OSError) as error:
+            return self._fail(job.id, State.PLANNING, "bad_input", str(error))
+        except Exception as error:  # anything else is effft's own failure, not the user's
+            log.exception("planning %s failed", job.id)
+            return self._fail(job.id, State.PLANNING, "system", f"{type(error).__name__}: {error}")
+        self.store.set_fields(job.id, plan=plan.to_dict())
+        self._start(job.id, State.PLANNING, plan.to_dict())
+
+    def run_dir(self, job_id: str) -> Path:
+        return (self.settings.data_dir / "runs" / job_id).resolve()
+
+    def _start(self, job_id: str, current: State, plan: dict) -> None:
+        free = free_count(free_inventory(self.cluster.inventory(), held_gpus(self.store)), plan["gpu"])
+        if free < plan["gpus"]:
+            if current == State.PLANNING:
+                self.store.transition(job_id, current, State.WAITING, f"needs {plan['gpus']} x {plan['gpu']}, "
+                                      f"{free} free")
+            return
+        job_file = self._write_job_file(job_id, plan)
+        entrypoint = f"{sys.executable} -m worker.job_main {job_file}"
+        ray_job_id = self.cluster.submit(job_id, entrypoint, {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S":
+                                                              REPORT_POLL_SECONDS})
+        if not self.store.transition(job_id, current, State.RUNNING, ray_job_id=ray_job_id, gpus=plan["gpus"],
+                                     gpu_type=plan["gpu"]):
+            self.cluster.stop(ray_job_id)  # cancelled while we submitted it
+
+    def _write_job_file(self, job_id: str, plan: dict) -> Path:
+        folder = self.run_dir(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        output = plan["settings"]["output"]["dir"] or str(folder / "output")
+        config = {"job_id": job_id, "plan": plan, "run_dir": str(folder), "output_dir": output,
+                  "api_url": self.api_url, "worker_token": self.store.issue_worker_token(job_id),
+                  "accelerator_type": getattr(self.cluster, "accelerator_type", lambda _: None)(plan["gpu"])}
+        path = folder / "job.json"
+        path.write_text(json.dumps(config))
+        path.chmod(0o600)  # it holds the job's worker token
+        return path
+
+    # -- following -----------------------------------------------------------------------------------
+
+    def _follow_running(self) -> None:
+        for job in self.store.in_states(State.RUNNING, State.CANCELLING):
+            status = self.cluster.status(job.ray_job_id) if job.ray_job_id else "MISSING"
+            current = State(job.state)
+            if current == State.CANCELLING and status in ("PENDING", "RUNNING"):
+                self.cluster.stop(job.ray_job_id)
+                continue
+            ending = ENDINGS.get((status, current))
+            if ending is None:
+                continue
+            target, cause = ending
+            if target == State.FAILED:
+                logs = self._logs(job.ray_job_id) if status == "FAILED" else ""
+                message = logs.strip().splitlines()[-1][:1000] if logs.strip() else f"Ray job {status.lower()}"
+                self._fail(job.id, current, failure_cause(cause, logs), message)
+            else:
+                self.store.transition(job.id, current, target, f"Ray job {status.lower()}")
+
+    def _logs(self, ray_job_id: str | None) -> str:
+        try:
+            return self.cluster.logs(ray_job_id) if ray_job_id else ""
+        except Exception:  # logs are a nicety for the message; the failure is recorded either way
+            return ""

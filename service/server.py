@@ -1,0 +1,125 @@
+"""`effft server`: the API, the scheduler, the job store and (unless RAY_ADDRESS names one) a local Ray head."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from service.api import create_app
+from service.cluster import RayCluster, gpu_memory_rows, held_gpus, inventory_view
+from service.db import make_engine
+from service.embedded import alive, start_ray_head, stop_pid, stop_ray_head
+from service.migrate import upgrade
+from service.prom import make_registry
+from service.scheduler import Scheduler
+from service.settings import Settings
+from service.store import JobStore
+
+SERVER_FILE, TOKEN_FILE = "server.json", "admin-token"
+
+
+@dataclass
+class Services:
+    cluster: object
+    scheduler: Scheduler | None
+    registry: object
+
+    def inventory(self):
+        return self.cluster.inventory()
+
+    def inventory_view(self, store: JobStore) -> dict:
+        return inventory_view(self.cluster.inventory(), held_gpus(store))
+
+    def logs(self, job) -> str:
+        return self.cluster.logs(job.ray_job_id) if job.ray_job_id else ""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app):
+        if self.scheduler is not None:
+            self.scheduler.start()
+        yield
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+
+def build_app(settings: Settings, api_url: str, cluster=None, run_scheduler: bool = True) -> FastAPI:
+    upgrade(settings.database)
+    store = JobStore(make_engine(settings.database))
+    cluster = cluster or RayCluster(settings.ray_address, settings.ray_dashboard_url)
+    registry = make_registry(store, lambda s: gpu_memory_rows(cluster.inventory(), held_gpus(s)),
+                             settings.metrics_job_retention_hours)
+    scheduler = Scheduler(store, settings, cluster, api_url) if run_scheduler else None
+    return create_app(settings, store, Services(cluster, scheduler, registry))
+
+
+def admin_token(data_dir: Path) -> str:
+    """The local admin token, made once and readable only by this user; the CLI on this machine reads it."""
+    path = data_dir / TOKEN_FILE
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def serve(host: str, port: int, data_dir: Path) -> None:
+    import uvicorn
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(data_dir=data_dir)
+    settings.admin_tokens = [*settings.admin_tokens, admin_token(data_dir)]
+    if not settings.ray_address:
+        head = start_ray_head(data_dir)
+        settings.ray_address, settings.ray_dashboard_url = head["address"], head["dashboard_url"]
+    url = f"http://{host}:{port}"
+    (data_dir / SERVER_FILE).write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    uvicorn.run(build_app(settings, url), host=host, port=port, log_level="warning")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def serve_in_background(host: str, port: int, data_dir: Path, timeout: float = 180) -> str:
+    """Start `effft server` detached (its log in DATA_DIR/server.log) and wait until it answers."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    command = [str(Path(sys.executable).parent / "effft"), "server", "--host", host, "--port", str(port),
+               "--data-dir", str(data_dir)]
+    log = (data_dir / "server.log").open("ab")
+    process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+    url, deadline = f"http://{host}:{port}", time.monotonic() + timeout
+    while not _healthy(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start; see {data_dir / 'server.log'}")
+        time.sleep(0.5)
+    return url
+
+
+def stop(data_dir: Path) -> list[str]:
+    """Stop the server and the Ray head it started; returns what was stopped."""
+    data_dir, stopped = data_dir.resolve(), []
+    path = data_dir / SERVER_FILE
+    if path.exists():
+        pid = json.loads(path.read_text())["pid"]
+        if alive(pid):
+            stop_pid(pid)
+            stopped.append(f"server (pid {pid})")
+        path.unlink()
+    if stop_ray_head(data_dir):
+        stopped.append("Ray head")
+    return stopped
