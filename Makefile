@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo demo-standalone test test-all lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,17 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[worker,service,dev]" 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import torch, transformers, peft, planner" && touch $(STAMP)
 
-# The main job: a tiny model and dataset made offline, planned against this machine, trained on a local Ray.
+# The main job on the embedded default: the server (API, scheduler, SQLite, a local Ray head) in the
+# background, a tiny model and dataset made offline, the example job submitted and followed to the end.
+demo: export EFFFT_DATA_DIR := $(CURDIR)/.effft
 demo: $(STAMP)
+	$(VENV)/bin/effft stop > /dev/null
+	$(VENV)/bin/effft server --background
+	$(VENV)/bin/effft init-example .effft/example
+	$(VENV)/bin/effft submit .effft/example/job.yaml --follow; status=$$?; $(VENV)/bin/effft stop; exit $$status
+
+# The same job without the service: planned and run on a local Ray in this process.
+demo-standalone: $(STAMP)
 	$(VENV)/bin/effft init-example .effft/example
 	$(VENV)/bin/effft run .effft/example/job.yaml --run-dir .effft/example/run --fresh
 

@@ -31,7 +31,7 @@ def repo_root():
     return Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def effft_bin():
     # the script beside this interpreter first: `make test` runs .venv/bin/python without the venv on PATH
     beside = Path(sys.executable).parent / "effft"
@@ -39,3 +39,11 @@ def effft_bin():
     if path is None:
         pytest.skip("the effft console script is not installed (pip install -e .)")
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,98 @@
+"""The embedded default end to end: `effft server` in a subprocess with its own local Ray, the CLI, a restart.
+
+One server (and Ray head) serves every test here; `effft stop` ends both at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import free_port
+
+
+def run_cli(bin_path: str, env: dict, *args, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([bin_path, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def get(url: str, token: str, path: str):
+    request = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read().decode()
+        return json.loads(body) if response.headers.get_content_type() == "application/json" else body
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, effft_bin):
+    data = tmp_path_factory.mktemp("effft-data")
+    env = {**os.environ, "EFFFT_DATA_DIR": str(data)}
+    env.pop("EFFFT_URL", None)
+    env.pop("EFFFT_TOKEN", None)
+    port = free_port()
+    started = run_cli(effft_bin, env, "server", "--background", "--port", str(port), timeout=240)
+    assert started.returncode == 0, started.stderr + (data / "server.log").read_text(errors="replace")[-3000:]
+    made = run_cli(effft_bin, env, "init-example", str(data / "example"))
+    assert made.returncode == 0, made.stderr
+    info = {"data": data, "env": env, "port": port, "url": f"http://127.0.0.1:{port}",
+            "token": (data / "admin-token").read_text().strip()}
+    yield info
+    stopped = run_cli(effft_bin, env, "stop")
+    assert "Ray head" in stopped.stdout
+
+
+def lora_job(server, name: str, steps: int) -> Path:
+    job = yaml.safe_load((server["data"] / "example" / "job.yaml").read_text())
+    job.update({"name": name, "method": "lora"})
+    job["training"].update({"max_steps": steps, "learning_rate": 1e-2})
+    job["output"] = {"dir": str(server["data"] / "outputs" / name)}
+    path = server["data"] / "example" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def test_submit_follow_reaches_succeeded_with_every_step_stored_and_exported(server, effft_bin):
+    done = run_cli(effft_bin, server["env"], "submit", str(lora_job(server, "e2e", 6)), "--follow")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in done.stdout and "Run summary" in done.stdout
+    job_id = done.stdout.split("submitted ")[1].split()[0]
+    assert (server["data"] / "outputs" / "e2e" / "adapter_model.safetensors").exists()
+    steps = [m["step"] for m in get(server["url"], server["token"], f"/v1/jobs/{job_id}/metrics")["items"]]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    exposition = get(server["url"], server["token"], "/metrics")
+    for name in ("effft_job_tokens_per_second", "effft_job_mfu", "effft_job_memory_peak_bytes",
+                 "effft_job_memory_predicted_bytes"):
+        assert f'{name}{{job_id="{job_id}"' in exposition, name
+    listed = run_cli(effft_bin, server["env"], "list")
+    assert job_id in listed.stdout
+
+
+def test_a_killed_api_restarts_and_the_job_ends_with_each_step_stored_once(server, effft_bin):
+    submitted = run_cli(effft_bin, server["env"], "submit", str(lora_job(server, "restart", 30)))
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.split("submitted ")[1].split()[0]
+    deadline = time.monotonic() + 240
+    while not get(server["url"], server["token"], f"/v1/jobs/{job_id}/metrics")["items"]:
+        assert time.monotonic() < deadline, "no step was stored"
+        time.sleep(0.5)
+    pid = json.loads((server["data"] / "server.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)  # the API and its scheduler die; the Ray job (its own session) goes on
+    time.sleep(3)
+    again = run_cli(effft_bin, server["env"], "server", "--background", "--port", str(server["port"]), timeout=240)
+    assert again.returncode == 0, again.stderr
+    followed = run_cli(effft_bin, server["env"], "submit", "--help")  # the CLI still answers
+    assert followed.returncode == 0
+    deadline = time.monotonic() + 300
+    while (job := get(server["url"], server["token"], f"/v1/jobs/{job_id}"))["state"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(1)
+    assert job["state"] == "succeeded", job
+    steps = [m["step"] for m in get(server["url"], server["token"], f"/v1/jobs/{job_id}/metrics")["items"]]
+    assert steps == list(range(1, 31))
