@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
+
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -68,8 +71,9 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
     async def submit(request: Request, response: Response, who: Caller = Depends(caller),
                      idempotency_key: str | None = Header(default=None, max_length=200)):
         spec = await spec_from(request)
-        try:
-            job, created = store.submit(who.user, spec.model_dump(mode="json"), idempotency_key)
+        try:  # the store blocks: keep it off the event loop
+            job, created = await run_in_threadpool(store.submit, who.user, spec.model_dump(mode="json"),
+                                                   idempotency_key)
         except IdempotencyConflict as error:
             raise HTTPException(409, str(error)) from None
         response.status_code = 201 if created else 200
@@ -125,12 +129,12 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
 
     @v1.post("/jobs/{job_id}/records")
     async def post_records(job_id: str, request: Request, authorization: str | None = Header(default=None)):
-        job = store.get(job_id)
+        job = await run_in_threadpool(store.get, job_id)
         token = (authorization or "")[7:].strip()
-        if job is None or not job.worker_token or token != job.worker_token:
+        if job is None or not job.worker_token or not secrets.compare_digest(token, job.worker_token):
             raise HTTPException(404, f"no job {job_id} takes records with this token")
         records = (await request.json()).get("records", [])
-        return {"stored_steps": store_records(store, job, records)}
+        return {"stored_steps": await run_in_threadpool(store_records, store, job, records)}
 
     @v1.post("/plan")
     async def dry_run(request: Request, who: Caller = Depends(caller)):
