@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -81,10 +82,15 @@ def stop_pid(pid: int, timeout: float = 30) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def stop_ray_head(data_dir: Path) -> bool:
+def stop_ray_head(data_dir: Path, grace_seconds: float = 10) -> bool:
+    """SIGTERM to `ray start --block` stops its cluster cleanly, but lingers ~30 s after a job ran:
+    after a grace period, the head's whole session (it was started as its leader) is killed."""
     path = data_dir / HEAD_FILE
     if not path.exists():
         return False
-    stop_pid(json.loads(path.read_text())["pid"])
+    pid = json.loads(path.read_text())["pid"]
+    stop_pid(pid, timeout=grace_seconds)
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)  # whatever of the session is left: raylet, GCS, dashboard, workers
     path.unlink()
     return True

@@ -96,3 +96,27 @@ def test_a_killed_api_restarts_and_the_job_ends_with_each_step_stored_once(serve
     assert job["state"] == "succeeded", job
     steps = [m["step"] for m in get(server["url"], server["token"], f"/v1/jobs/{job_id}/metrics")["items"]]
     assert steps == list(range(1, 31))
+
+
+def test_cancel_stops_the_ray_job_and_the_cli_reports_it(server, effft_bin):
+    submitted = run_cli(effft_bin, server["env"], "submit", str(lora_job(server, "cancel", 500)))
+    job_id = submitted.stdout.split("submitted ")[1].split()[0]
+    deadline = time.monotonic() + 240
+    while not get(server["url"], server["token"], f"/v1/jobs/{job_id}/metrics")["items"]:
+        assert time.monotonic() < deadline, "no step was stored"
+        time.sleep(0.5)
+    cancelled = run_cli(effft_bin, server["env"], "cancel", job_id)
+    assert cancelled.returncode == 0 and "cancelling" in cancelled.stdout
+    deadline = time.monotonic() + 120
+    while (job := get(server["url"], server["token"], f"/v1/jobs/{job_id}"))["state"] != "cancelled":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+    assert job["progress"]["step"] < 500
+    status = run_cli(effft_bin, server["env"], "status", job_id)
+    assert "cancelled" in status.stdout
+    logs = run_cli(effft_bin, server["env"], "logs", job_id)
+    assert "running -> cancelling" in logs.stdout and "cancelling -> cancelled" in logs.stdout
+    inventory = run_cli(effft_bin, server["env"], "inventory")
+    assert "cpu" in inventory.stdout
+    again = run_cli(effft_bin, server["env"], "cancel", job_id)
+    assert again.returncode == 2 and "already ended" in again.stderr
