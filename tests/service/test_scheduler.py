@@ -1,0 +1,203 @@
+"""The scheduler against a fake cluster: planning with a real tiny model, waiting for GPUs, following Ray to the end."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from service.db import make_engine
+from service.migrate import upgrade
+from service.scheduler import Scheduler
+from service.states import State
+from service.store import JobStore
+from tests.service.conftest import job_spec, write_jsonl
+
+
+@pytest.fixture
+def store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'effft.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield JobStore(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def scheduler(store, settings, cluster) -> Scheduler:
+    return Scheduler(store, settings, cluster, "http://testserver")
+
+
+@pytest.fixture
+def queue(store, tiny_model, chat_data):
+    def submit(name: str = "test", dataset=chat_data, **fields) -> str:
+        return store.submit("alice", job_spec(tiny_model, dataset, name, **fields))[0].id
+
+    return submit
+
+
+@pytest.fixture
+def settings(tmp_path):  # SQLite only: the scheduler's own store above, not the parametrized one
+    from service.settings import Settings
+
+    return Settings(data_dir=tmp_path / "data")
+
+
+def ray_id(job_id: str) -> str:
+    return f"ray-{job_id}"
+
+
+def test_a_queued_job_is_planned_and_submitted(scheduler, store, cluster, queue, settings):
+    job_id = queue()
+    scheduler.tick()
+    job = store.get(job_id)
+    assert job.state == State.RUNNING, job.message
+    assert job.plan is not None and job.plan["gpus"] == 1
+    assert (job.ray_job_id, job.gpus, job.gpu_type) == (ray_id(job_id), 1, job.plan["gpu"])
+    assert job.started_at is not None
+    assert [s[0] for s in cluster.submitted] == [job_id]
+    job_file = settings.data_dir.resolve() / "runs" / job_id / "job.json"
+    assert f"-m worker.job_main {job_file}" in cluster.submitted[0][1]
+    config = json.loads(job_file.read_text())
+    assert config["job_id"] == job_id and config["api_url"] == "http://testserver"
+    assert config["worker_token"] and config["worker_token"] == job.worker_token
+    assert config["plan"] == job.plan
+    assert config["output_dir"] == str(job_file.parent / "output")
+    assert stat.S_IMODE(job_file.stat().st_mode) == 0o600
+    assert [e.to_state for e in store.events(job_id)] == ["queued", "planning", "running"]
+    scheduler.tick()  # still running on Ray: nothing more happens
+    assert len(cluster.submitted) == 1 and store.get(job_id).state == State.RUNNING
+
+
+def test_a_second_job_waits_for_the_only_gpu_and_starts_when_it_is_free(scheduler, store, cluster, queue):
+    first, second = queue("first"), queue("second")
+    scheduler.tick()
+    assert store.get(first).state == State.RUNNING
+    waiting = store.get(second)
+    assert waiting.state == State.WAITING and waiting.plan is not None
+    assert "0 free" in store.events(second)[-1].reason
+    scheduler.tick()
+    assert store.get(second).state == State.WAITING
+    cluster.statuses[ray_id(first)] = "SUCCEEDED"
+    scheduler.tick()
+    assert store.get(first).state == State.SUCCEEDED
+    assert store.get(second).state == State.RUNNING
+    assert [s[0] for s in cluster.submitted] == [first, second]
+
+
+def run_one(scheduler, store, queue) -> str:
+    job_id = queue()
+    scheduler.tick()
+    assert store.get(job_id).state == State.RUNNING
+    return job_id
+
+
+def test_ray_success_ends_the_job_succeeded(scheduler, store, cluster, queue):
+    job_id = run_one(scheduler, store, queue)
+    cluster.statuses[ray_id(job_id)] = "SUCCEEDED"
+    scheduler.tick()
+    job = store.get(job_id)
+    assert (job.state, job.cause) == (State.SUCCEEDED, None)
+    assert job.finished_at is not None
+
+
+def test_ray_failure_with_an_out_of_memory_error_is_cause_oom(scheduler, store, cluster, queue):
+    job_id = run_one(scheduler, store, queue)
+    cluster.statuses[ray_id(job_id)] = "FAILED"
+    cluster.log_text[ray_id(job_id)] = "step 3\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB\n"
+    scheduler.tick()
+    job = store.get(job_id)
+    assert (job.state, job.cause) == (State.FAILED, "oom")
+    assert job.message.startswith("torch.OutOfMemoryError")
+
+
+def test_ray_failure_otherwise_is_cause_worker(scheduler, store, cluster, queue):
+    job_id = run_one(scheduler, store, queue)
+    cluster.statuses[ray_id(job_id)] = "FAILED"
+    cluster.log_text[ray_id(job_id)] = "Traceback\nKeyError: 'labels'\n"
+    scheduler.tick()
+    job = store.get(job_id)
+    assert (job.state, job.cause, job.message) == (State.FAILED, "worker", "KeyError: 'labels'")
+
+
+def test_ray_failure_without_logs_says_so(scheduler, store, cluster, queue):
+    job_id = run_one(scheduler, store, queue)
+    cluster.statuses[ray_id(job_id)] = "FAILED"
+    scheduler.tick()
+    assert (store.get(job_id).cause, store.get(job_id).message) == ("worker", "Ray job failed")
+
+
+@pytest.mark.parametrize("status", ["STOPPED", "MISSING"])
+def test_a_running_job_that_ray_lost_or_stopped_is_cause_system(scheduler, store, cluster, queue, status):
+    job_id = run_one(scheduler, store, queue)
+    cluster.statuses[ray_id(job_id)] = status
+    scheduler.tick()
+    assert (store.get(job_id).state, store.get(job_id).cause) == (State.FAILED, "system")
+
+
+def test_a_dataset_with_bad_rows_fails_as_bad_input(scheduler, store, cluster, queue, tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "hi"}]},
+                                               {"messages": "not a list"}])
+    job_id = queue(dataset=bad)
+    scheduler.tick()
+    job = store.get(job_id)
+    assert (job.state, job.cause) == (State.FAILED, "bad_input"), job.message
+    assert job.message and job.finished_at is not None
+    assert cluster.submitted == []
+
+
+def test_a_missing_dataset_fails_as_bad_input(scheduler, store, cluster, queue, tmp_path):
+    job_id = queue(dataset=tmp_path / "nothing.jsonl")
+    scheduler.tick()
+    assert (store.get(job_id).state, store.get(job_id).cause) == (State.FAILED, "bad_input")
+
+
+def test_a_job_too_big_for_the_cluster_fails_as_infeasible(scheduler, store, cluster, queue):
+    job_id = queue(resources={"gpus": 1, "max_memory_fraction": 0.0001})
+    scheduler.tick()
+    job = store.get(job_id)
+    assert (job.state, job.cause) == (State.FAILED, "infeasible"), job.message
+    assert cluster.submitted == []
+
+
+def test_cancelling_a_running_job_stops_it_on_ray_then_ends_cancelled(scheduler, store, cluster, queue):
+    job_id = run_one(scheduler, store, queue)
+    assert store.transition(job_id, State.RUNNING, State.CANCELLING, "cancelled by alice")
+    scheduler.tick()
+    assert cluster.stopped == [ray_id(job_id)]
+    assert store.get(job_id).state == State.CANCELLING
+    cluster.statuses[ray_id(job_id)] = "STOPPED"
+    scheduler.tick()
+    job = store.get(job_id)
+    assert (job.state, job.cause) == (State.CANCELLED, None)
+    assert [e.to_state for e in store.events(job_id)][-2:] == ["cancelling", "cancelled"]
+
+
+def test_a_cancelled_job_that_finished_first_ends_succeeded(scheduler, store, cluster, queue):
+    job_id = run_one(scheduler, store, queue)
+    store.transition(job_id, State.RUNNING, State.CANCELLING)
+    cluster.statuses[ray_id(job_id)] = "SUCCEEDED"
+    scheduler.tick()
+    assert store.get(job_id).state == State.SUCCEEDED
+    assert cluster.stopped == []
+
+
+def test_a_cancelled_waiting_job_is_never_submitted(scheduler, store, cluster, queue):
+    first, second = queue("first"), queue("second")
+    scheduler.tick()
+    assert store.transition(second, State.WAITING, State.CANCELLED)
+    cluster.statuses[ray_id(first)] = "SUCCEEDED"
+    scheduler.tick()
+    assert [s[0] for s in cluster.submitted] == [first]
+    assert store.get(second).state == State.CANCELLED
+
+
+def test_reconcile_puts_a_job_caught_mid_planning_back_in_the_queue(scheduler, store, cluster, queue):
+    job_id = queue()
+    assert store.claim_next_queued().id == job_id  # a scheduler that died here
+    scheduler.reconcile()
+    assert store.get(job_id).state == State.QUEUED
+    assert [e.to_state for e in store.events(job_id)] == ["queued", "planning", "queued"]
+    scheduler.tick()
+    assert store.get(job_id).state == State.RUNNING

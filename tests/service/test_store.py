@@ -1,0 +1,215 @@
+"""The job store: idempotent submits, compare-and-set state changes, exactly-once claims, pagination, upserts."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+
+from service.records import store_records
+from service.states import State, TransitionError
+from service.store import IdempotencyConflict
+
+SPEC = {"name": "job", "model": "org/model", "dataset": {"path": "org/data"}}
+
+
+def spec(name: str = "job", **fields) -> dict:
+    return {**SPEC, "name": name, **fields}
+
+
+def test_submit_stores_a_queued_job_with_a_submitted_event(store):
+    job, created = store.submit("alice", spec())
+    assert created and job.state == State.QUEUED and job.owner == "alice"
+    assert [(e.from_state, e.to_state, e.reason) for e in store.events(job.id)] == [(None, "queued", "submitted")]
+
+
+def test_submit_with_the_same_key_and_body_returns_the_first_job(store):
+    first, created = store.submit("alice", spec(), idempotency_key="k1")
+    again, created_again = store.submit("alice", spec(), idempotency_key="k1")
+    assert created and not created_again
+    assert again.id == first.id
+    assert store.counts_by_state() == {"queued": 1}
+
+
+def test_submit_with_the_same_key_and_another_body_is_a_conflict(store):
+    store.submit("alice", spec(), idempotency_key="k1")
+    with pytest.raises(IdempotencyConflict):
+        store.submit("alice", spec("other"), idempotency_key="k1")
+    assert store.counts_by_state() == {"queued": 1}
+
+
+def test_idempotency_keys_belong_to_their_owner(store):
+    first, _ = store.submit("alice", spec(), idempotency_key="k1")
+    other, created = store.submit("bob", spec("other"), idempotency_key="k1")
+    assert created and other.id != first.id
+
+
+def test_submit_without_a_key_always_makes_a_new_job(store):
+    a, _ = store.submit("alice", spec())
+    b, _ = store.submit("alice", spec())
+    assert a.id != b.id
+
+
+def test_get_hides_other_owners_jobs(store):
+    job, _ = store.submit("alice", spec())
+    assert store.get(job.id, "alice").id == job.id
+    assert store.get(job.id, "bob") is None
+    assert store.get(job.id).id == job.id  # no owner: any
+    assert store.get("jmissing") is None
+
+
+def test_transition_is_a_compare_and_set_with_an_event(store):
+    job, _ = store.submit("alice", spec())
+    assert store.transition(job.id, State.QUEUED, State.CANCELLED, "by alice")
+    assert not store.transition(job.id, State.QUEUED, State.CANCELLED, "by alice")  # no longer queued
+    stored = store.get(job.id)
+    assert stored.state == State.CANCELLED and stored.finished_at is not None
+    events = store.events(job.id)
+    assert [(e.from_state, e.to_state) for e in events] == [(None, "queued"), ("queued", "cancelled")]
+    assert events[-1].reason == "by alice"
+
+
+def test_transition_from_the_wrong_state_changes_nothing(store):
+    job, _ = store.submit("alice", spec())
+    assert not store.transition(job.id, State.PLANNING, State.RUNNING)
+    assert store.get(job.id).state == State.QUEUED
+    assert len(store.events(job.id)) == 1
+
+
+def test_transition_refuses_a_change_the_table_forbids(store):
+    job, _ = store.submit("alice", spec())
+    with pytest.raises(TransitionError):
+        store.transition(job.id, State.QUEUED, State.RUNNING)
+    assert store.get(job.id).state == State.QUEUED
+
+
+def test_transition_to_running_sets_fields_and_started_at(store):
+    job, _ = store.submit("alice", spec())
+    store.claim_next_queued()
+    assert store.transition(job.id, State.PLANNING, State.RUNNING, ray_job_id="ray-1", gpus=2, gpu_type="CPU")
+    stored = store.get(job.id)
+    assert (stored.ray_job_id, stored.gpus, stored.gpu_type) == ("ray-1", 2, "CPU")
+    assert stored.started_at is not None and stored.finished_at is None
+    assert store.events(job.id)[-1].reason == "planned and submitted to Ray"  # the table's reason by default
+
+
+def test_claim_next_queued_takes_the_oldest_and_each_job_once(store):
+    ids = [store.submit("alice", spec(f"j{i}"))[0].id for i in range(3)]
+    claimed = [store.claim_next_queued() for _ in range(4)]
+    assert [j.id for j in claimed[:3]] == ids
+    assert claimed[3] is None
+    assert all(j.state == State.PLANNING for j in claimed[:3])
+    assert [e.to_state for e in store.events(ids[0])] == ["queued", "planning"]
+
+
+def test_concurrent_claimers_claim_every_job_exactly_once(store):
+    ids = {store.submit("alice", spec(f"j{i}"))[0].id for i in range(20)}
+    claimed: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(4)
+
+    def claimer():
+        try:
+            start.wait()
+            while store.counts_by_state().get("queued"):
+                job = store.claim_next_queued()
+                if job is not None:
+                    with lock:
+                        claimed.append(job.id)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert Counter(claimed) == Counter(ids)  # each once, none missed
+    for job_id in ids:
+        assert [e.to_state for e in store.events(job_id)] == ["queued", "planning"]
+
+
+def walk_pages(store, owner, limit, state=None) -> list[str]:
+    seen, cursor = [], None
+    while True:
+        page = store.list(owner, state, limit, cursor)
+        seen += [j.id for j in page.items]
+        if page.next_cursor is None:
+            return seen
+        cursor = page.next_cursor
+
+
+def test_pages_cover_every_job_once_newest_first(store):
+    ids = [store.submit("alice", spec(f"j{i}"))[0].id for i in range(11)]
+    assert walk_pages(store, "alice", limit=3) == ids[::-1]
+    assert walk_pages(store, "alice", limit=11) == ids[::-1]
+    assert store.list("alice", limit=11).next_cursor is None
+
+
+def test_list_filters_by_owner_and_state(store):
+    mine = [store.submit("alice", spec(f"a{i}"))[0].id for i in range(3)]
+    theirs = store.submit("bob", spec("b"))[0].id
+    store.transition(mine[0], State.QUEUED, State.CANCELLED)
+    assert set(walk_pages(store, "alice", 2)) == set(mine)
+    assert set(walk_pages(store, None, 2)) == {*mine, theirs}
+    assert walk_pages(store, "alice", 2, state="cancelled") == [mine[0]]
+    assert walk_pages(store, "alice", 2, state="queued") == [mine[2], mine[1]]
+
+
+def test_a_cursor_that_is_not_one_is_a_value_error(store):
+    with pytest.raises(ValueError):
+        store.list("alice", cursor="not-a-cursor")
+
+
+def test_counts_by_state(store):
+    a, _ = store.submit("alice", spec("a"))
+    store.submit("alice", spec("b"))
+    store.transition(a.id, State.QUEUED, State.CANCELLED)
+    assert store.counts_by_state() == {"queued": 1, "cancelled": 1}
+
+
+def step(n: int, loss: float = 1.0) -> dict:
+    return {"kind": "step", "step": n, "loss": loss, "tokens_per_second": 100.0, "mfu": 0.1,
+            "memory_peak_bytes": 2**30, "memory_predicted_bytes": 2**31}
+
+
+def test_records_sent_twice_store_each_step_once(store):
+    job, _ = store.submit("alice", spec())
+    batch = [step(1), step(2), step(3)]
+    assert store_records(store, job, batch) == 3
+    assert store_records(store, job, batch) == 3
+    assert [m.step for m in store.metrics(job.id)] == [1, 2, 3]
+
+
+def test_a_later_record_for_a_step_wins(store):
+    job, _ = store.submit("alice", spec())
+    store_records(store, job, [step(1, loss=2.0), step(2, loss=1.5)])
+    store_records(store, job, [step(2, loss=0.5), step(3, loss=0.4)])
+    assert [(m.step, m.loss) for m in store.metrics(job.id)] == [(1, 2.0), (2, 0.5), (3, 0.4)]
+    assert store.latest_metric(job.id).step == 3
+    assert [m.step for m in store.metrics(job.id, since_step=1)] == [2, 3]
+
+
+def test_a_summary_is_kept_on_the_job_and_makes_a_memory_check(store):
+    job, _ = store.submit("alice", spec())
+    store.set_fields(job.id, plan={"model": "org/model", "gpu": "CPU", "settings": {"method": "lora"}})
+    job = store.get(job.id)
+    summary = {"kind": "summary", "memory_peak_bytes": 3 * 2**30, "memory_predicted_bytes": 4 * 2**30,
+               "predicted_terms": {"weights": 1}, "measured_terms": {"weights": 2}}
+    assert store_records(store, job, [step(1), summary]) == 1
+    assert store_records(store, job, [summary]) == 0  # again: still one check
+    assert store.get(job.id).summary == summary
+    [check] = store.memory_checks()
+    assert (check.job_id, check.model, check.gpu, check.method) == (job.id, "org/model", "CPU", "lora")
+    assert check.ratio == pytest.approx(0.75)
+    assert (check.predicted_bytes, check.measured_bytes) == (4 * 2**30, 3 * 2**30)
+
+
+def test_a_summary_without_a_plan_makes_no_memory_check(store):
+    job, _ = store.submit("alice", spec())
+    store_records(store, job, [{"kind": "summary", "memory_peak_bytes": 1, "memory_predicted_bytes": 2}])
+    assert store.get(job.id).summary is not None
+    assert store.memory_checks() == []
