@@ -133,7 +133,13 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
         token = (authorization or "")[7:].strip()
         if job is None or not job.worker_token or not secrets.compare_digest(token, job.worker_token):
             raise HTTPException(404, f"no job {job_id} takes records with this token")
-        records = (await request.json()).get("records", [])
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        records = body.get("records") if isinstance(body, dict) else None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise BadInput([FieldProblem("records", None, 'send {"records": [{...}, ...]}: a list of objects')])
         return {"stored_steps": await run_in_threadpool(store_records, store, job, records)}
 
     @v1.post("/plan")

@@ -225,3 +225,12 @@ def test_the_openapi_schema_and_docs_answer(client):
     assert {"/v1/jobs", "/v1/jobs/{job_id}/cancel", "/v1/plan"} <= set(schema.json()["paths"])
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_records_that_are_not_a_list_of_objects_are_422(client, store, spec):
+    job_id = submitted(client, spec)
+    token = store.issue_worker_token(job_id)
+    for body in ({"records": "x"}, {"records": [1]}, ["not", "an", "object"]):
+        response = client.post(f"/v1/jobs/{job_id}/records", json=body, headers=auth(token))
+        assert response.status_code == 422 and response.json()["detail"][0]["field"] == "records"
+    assert store.metrics(job_id) == []
