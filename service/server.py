@@ -81,9 +81,10 @@ def serve(host: str, port: int, data_dir: Path) -> None:
     if not settings.ray_address:
         head = start_ray_head(data_dir)
         settings.ray_address, settings.ray_dashboard_url = head["address"], head["dashboard_url"]
-    url = f"http://{host}:{port}"
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # what a CLI on this machine dials
+    url = f"http://{local}:{port}"
     (data_dir / SERVER_FILE).write_text(json.dumps({"url": url, "pid": os.getpid()}))
-    uvicorn.run(build_app(settings, url), host=host, port=port, log_level="warning")
+    uvicorn.run(build_app(settings, settings.public_url or url), host=host, port=port, log_level="warning")
 
 
 def _healthy(url: str) -> bool:

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     dataset_roots: list[Path] = Field(default_factory=list)  # where datasets may be read; default: data_dir
     output_roots: list[Path] = Field(default_factory=list)  # where outputs may be written; default: data_dir
     allow_trust_remote_code: bool = False
+    public_url: str | None = None  # how Ray workers reach this API (e.g. http://api:8321); default: the listen URL
     ray_address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
     ray_dashboard_url: str = "http://127.0.0.1:8265"  # Ray's job submission API
     scheduler_interval_seconds: float = 1.0
