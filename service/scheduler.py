@@ -107,7 +107,7 @@ class Scheduler:
                                       f"{free} free")
             return
         job_file = self._write_job_file(job_id, plan)
-        entrypoint = f"{sys.executable} -m worker.job_main {job_file}"
+        entrypoint = f"{self.settings.worker_python or sys.executable} -m worker.job_main {job_file}"
         ray_job_id = self.cluster.submit(job_id, entrypoint, {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S":
                                                               REPORT_POLL_SECONDS})
         if not self.store.transition(job_id, current, State.RUNNING, ray_job_id=ray_job_id, gpus=plan["gpus"],

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     output_roots: list[Path] = Field(default_factory=list)  # where outputs may be written; default: data_dir
     allow_trust_remote_code: bool = False
     public_url: str | None = None  # how Ray workers reach this API (e.g. http://api:8321); default: the listen URL
+    worker_python: str | None = None  # the Python a Ray Job's driver runs (on the head); default: the API's own
     ray_address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
     ray_dashboard_url: str = "http://127.0.0.1:8265"  # Ray's job submission API
     scheduler_interval_seconds: float = 1.0
