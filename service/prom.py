@@ -23,6 +23,7 @@ PER_JOB = {  # metric name -> (step record field, help)
     "effft_job_mfu": ("mfu", "Model FLOPs utilization (0-1) at the last reported step"),
     "effft_job_memory_peak_bytes": ("memory_peak_bytes", "Measured peak memory per GPU in bytes "
                                                          "(CUDA max reserved; CPU peak RSS growth)"),
+    "effft_job_eta_seconds": ("eta_seconds", "Estimated seconds until the last step, from the mean step time"),
     "effft_job_memory_predicted_bytes": ("memory_predicted_bytes", "The plan's predicted peak memory per GPU "
                                                                    "in bytes"),
 }
@@ -63,11 +64,15 @@ class StoreCollector:
         yield self._error_ratio()
 
     def _error_ratio(self):
-        ratios = [c.ratio for c in self.store.memory_checks()]
-        buckets = [(str(edge), sum(r <= edge for r in ratios)) for edge in ERROR_RATIO_BUCKETS]
-        buckets.append(("+Inf", len(ratios)))
-        return HistogramMetricFamily("effft_planner_memory_error_ratio", "Measured / predicted peak memory of "
-                                     "finished jobs", buckets=buckets, sum_value=sum(ratios))
+        family = HistogramMetricFamily("effft_planner_memory_error_ratio", "Measured / predicted peak memory of "
+                                       "finished jobs, by model and GPU", labels=["model", "gpu"])
+        groups: dict[tuple[str, str], list[float]] = {}
+        for check in self.store.memory_checks():
+            groups.setdefault((check.model, check.gpu), []).append(check.ratio)
+        for (model, gpu), ratios in sorted(groups.items()):
+            buckets = [(str(edge), sum(r <= edge for r in ratios)) for edge in ERROR_RATIO_BUCKETS]
+            family.add_metric([model, gpu], [*buckets, ("+Inf", len(ratios))], sum_value=sum(ratios))
+        return family
 
 
 def make_registry(store: JobStore, gpu_memory, retention_hours: float) -> CollectorRegistry:

@@ -161,7 +161,8 @@ def exposition(tmp_path_factory) -> str:
                 store.set_fields(job_id, plan={"model": "m", "gpu": "cpu", "settings": {"method": "lora"}})
                 token = store.issue_worker_token(job_id)
                 step = {"kind": "step", "step": 1, "total_steps": 4, "loss": 1.5, "tokens_per_second": 100.0,
-                        "mfu": 0.2, "memory_peak_bytes": 3 * 2**30, "memory_predicted_bytes": 4 * 2**30}
+                        "eta_seconds": 30.0, "mfu": 0.2, "memory_peak_bytes": 3 * 2**30,
+                        "memory_predicted_bytes": 4 * 2**30}
                 summary = {"kind": "summary", "memory_peak_bytes": 3 * 2**30, "memory_predicted_bytes": 4 * 2**30,
                            "predicted_terms": {}, "measured_terms": {}}
                 posted = client.post(f"/v1/jobs/{job_id}/records", json={"records": [step, summary]},
@@ -185,7 +186,8 @@ def test_the_exposition_has_samples_of_every_family(exposition):
     names = exposed_names(exposition)
     assert {"effft_jobs", "effft_job_step", "effft_job_memory_predicted_bytes", "effft_gpu_memory_bytes",
             "effft_planner_memory_error_ratio_count"} <= names
-    assert 'effft_planner_memory_error_ratio_count 1.0' in exposition  # the summary made a memory check
+    # the summary made a memory check, labelled with the plan's model and GPU
+    assert 'effft_planner_memory_error_ratio_count{gpu="cpu",model="m"} 1.0' in exposition
 
 
 def test_every_metric_a_dashboard_queries_is_exposed_by_the_service(exposition):
