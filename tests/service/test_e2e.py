@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
+from tests.deploy.test_dashboards import dashboard_metrics, exposed_names
 
 
 def run_cli(bin_path: str, env: dict, *args, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -72,6 +73,9 @@ def test_submit_follow_reaches_succeeded_with_every_step_stored_and_exported(ser
         assert f'{name}{{job_id="{job_id}"' in exposition, name
     listed = run_cli(effft_bin, server["env"], "list")
     assert job_id in listed.stdout
+    # every metric any Grafana dashboard queries is there after this real tiny job
+    missing = set(dashboard_metrics()) - exposed_names(exposition)
+    assert not missing, missing
 
 
 def test_a_killed_api_restarts_and_the_job_ends_with_each_step_stored_once(server, effft_bin):
