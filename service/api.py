@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from planner import InfeasibleError, PlannerError, SpecError, parse_job, plan_job
 from planner.errors import FieldProblem
 from service.auth import Caller, caller_for, policy_problems
-from service.records import store_records
+from service.records import checked_record, store_records
 from service.settings import Settings
 from service.states import CANCEL_TARGET, State
 from service.store import IdempotencyConflict, JobStore
@@ -114,7 +114,10 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
     @v1.get("/jobs/{job_id}/logs", response_class=PlainTextResponse)
     def get_logs(job_id: str, who: Caller = Depends(caller)):
         job = owned(job_id, who)
-        return services.logs(job)
+        try:
+            return services.logs(job)
+        except Exception as error:  # Ray unreachable or the job gone from it: the job itself is fine
+            raise HTTPException(503, f"Ray's log of job {job_id} is not available now: {error}") from None
 
     @v1.post("/jobs/{job_id}/cancel", status_code=202)
     def cancel(job_id: str, who: Caller = Depends(caller)):
@@ -131,7 +134,8 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
     async def post_records(job_id: str, request: Request, authorization: str | None = Header(default=None)):
         job = await run_in_threadpool(store.get, job_id)
         token = (authorization or "")[7:].strip()
-        if job is None or not job.worker_token or not secrets.compare_digest(token, job.worker_token):
+        if job is None or not job.worker_token or not secrets.compare_digest(token.encode("utf-8", "surrogateescape"),
+                                                                             job.worker_token.encode()):
             raise HTTPException(404, f"no job {job_id} takes records with this token")
         try:
             body = await request.json()
@@ -140,13 +144,18 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
         records = body.get("records") if isinstance(body, dict) else None
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise BadInput([FieldProblem("records", None, 'send {"records": [{...}, ...]}: a list of objects')])
+        try:
+            records = [checked_record(r, i) for i, r in enumerate(records)]
+        except ValueError as error:
+            raise BadInput([FieldProblem("records", None, str(error))]) from None
         return {"stored_steps": await run_in_threadpool(store_records, store, job, records)}
 
     @v1.post("/plan")
     async def dry_run(request: Request, who: Caller = Depends(caller)):
         spec = await spec_from(request)
-        try:
-            return plan_job(spec, services.inventory()).to_dict()
+        try:  # the inventory asks Ray, and planning reads the model's config: both block
+            inventory = await run_in_threadpool(services.inventory)
+            return (await run_in_threadpool(plan_job, spec, inventory)).to_dict()
         except InfeasibleError as error:
             raise HTTPException(422, {"infeasible": str(error), "needed_bytes": error.needed_bytes,
                                       "budget_bytes": error.budget_bytes}) from None

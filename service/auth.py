@@ -28,12 +28,12 @@ def caller_for(settings: Settings, authorization: str | None) -> Caller | None:
     """The caller a bearer token names; None for a missing or unknown token."""
     if not authorization or not authorization.lower().startswith("bearer "):
         return None
-    token = authorization[7:].strip()
+    token = authorization[7:].strip().encode("utf-8", "surrogateescape")
     for admin in settings.admin_tokens:
-        if secrets.compare_digest(token, admin):
+        if secrets.compare_digest(token, admin.encode()):
             return Caller("admin", admin=True)
     for known, user in settings.tokens.items():
-        if secrets.compare_digest(token, known):
+        if secrets.compare_digest(token, known.encode()):
             return Caller(user, admin=False)
     return None
 
@@ -64,6 +64,8 @@ def policy_problems(spec: JobSpec, settings: Settings) -> list[FieldProblem]:
     problems = []
     if _looks_local(spec.dataset.path):  # else a `datasets` hub id, which is allowed
         problems.append(_confine("dataset.path", spec.dataset.path, settings.allowed_dataset_roots, "dataset"))
+    if _looks_local(spec.model.path):  # a local model folder is read like a dataset; hub ids are allowed
+        problems.append(_confine("model.path", spec.model.path, settings.allowed_dataset_roots, "model"))
     if spec.output.dir is not None:
         problems.append(_confine("output.dir", spec.output.dir, settings.allowed_output_roots, "output"))
     if spec.model.trust_remote_code and not settings.allow_trust_remote_code:

@@ -16,18 +16,32 @@ from pathlib import Path
 HEAD_FILE = "ray-head.json"
 
 
+def write_secret(path: Path, text: str) -> None:
+    """Create the file readable by this user only from the first byte (no window at the umask's mode)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    path.chmod(0o600)  # O_CREAT's mode applies only to a new file
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def alive(pid: int) -> bool:
+def alive(pid: int, expect: str | None = None) -> bool:
+    """The process runs (and, with `expect`, its command line holds that word: a recycled pid does not)."""
     try:
         os.kill(pid, 0)
     except OSError:
         return False
-    return True
+    if expect is None:
+        return True
+    try:
+        return expect in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return True  # no /proc (not Linux): trust the pid file
 
 
 def _answers(url: str) -> bool:
@@ -43,7 +57,7 @@ def running_head(data_dir: Path) -> dict | None:
     if not path.exists():
         return None
     head = json.loads(path.read_text())
-    return head if alive(head["pid"]) and _answers(head["dashboard_url"]) else None
+    return head if alive(head["pid"], expect="ray") and _answers(head["dashboard_url"]) else None
 
 
 def start_ray_head(data_dir: Path, num_cpus: int | None = None, timeout: float = 120) -> dict:
@@ -70,9 +84,9 @@ def start_ray_head(data_dir: Path, num_cpus: int | None = None, timeout: float =
     return head
 
 
-def stop_pid(pid: int, timeout: float = 30) -> None:
-    """SIGTERM, then SIGKILL if it is still there after `timeout` seconds."""
-    if not alive(pid):
+def stop_pid(pid: int, timeout: float = 30, expect: str | None = None) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `timeout` seconds; never a process that is not ours."""
+    if not alive(pid, expect):
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -89,8 +103,9 @@ def stop_ray_head(data_dir: Path, grace_seconds: float = 10) -> bool:
     if not path.exists():
         return False
     pid = json.loads(path.read_text())["pid"]
-    stop_pid(pid, timeout=grace_seconds)
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)  # whatever of the session is left: raylet, GCS, dashboard, workers
+    if alive(pid, expect="ray"):
+        stop_pid(pid, timeout=grace_seconds)
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)  # whatever of the session is left: raylet, GCS, dashboard, workers
     path.unlink()
     return True

@@ -6,6 +6,8 @@ The worker's shipper may send a batch again when it cannot tell whether the serv
 
 from __future__ import annotations
 
+import math
+
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.db import Job, MemoryCheck, StepMetric, utcnow
@@ -22,6 +24,15 @@ def _upsert(store: JobStore, table, rows: list[dict], keys: list[str]):
     statement = _insert(store, table).values(rows)
     updated = {c.name: statement.excluded[c.name] for c in table.__table__.columns if c.name not in keys}
     return statement.on_conflict_do_update(index_elements=keys, set_=updated)
+
+
+def checked_record(record: dict, index: int) -> dict:
+    """A record fit to store: a step record needs an integer step; non-finite numbers become null."""
+    if record.get("kind") == "step":
+        step = record.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"records[{index}].step = {step!r}: a step record needs a whole step number >= 0")
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
 def step_row(job_id: str, record: dict) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from planner import InfeasibleError, ModelProfileError, SpecError, parse_job, plan_job
 from service.cluster import free_count, free_inventory, held_gpus
+from service.embedded import write_secret
 from service.settings import Settings
 from service.states import State
 from service.store import JobStore
@@ -47,11 +48,20 @@ class Scheduler:
             self.store.transition(job.id, State.PLANNING, State.QUEUED)
 
     def tick(self) -> None:
-        self._follow_running()
+        for job in self.store.in_states(State.RUNNING, State.CANCELLING):
+            self._guarded(job.id, self._follow, job)
         for job in self.store.in_states(State.WAITING):
-            self._start(job.id, State.WAITING, job.plan)
+            self._guarded(job.id, self._start, job.id, State.WAITING, job.plan)
         while (job := self.store.claim_next_queued()) is not None:
-            self._plan(job)
+            self._guarded(job.id, self._plan, job)
+
+    @staticmethod
+    def _guarded(job_id: str, step, *args) -> None:
+        """One job's trouble (Ray briefly away, say) must not stop the pass for the others; it is retried."""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("scheduler: job %s", job_id)
 
     def start(self) -> Scheduler:
         self.reconcile()
@@ -94,7 +104,11 @@ class Scheduler:
             log.exception("planning %s failed", job.id)
             return self._fail(job.id, State.PLANNING, "system", f"{type(error).__name__}: {error}")
         self.store.set_fields(job.id, plan=plan.to_dict())
-        self._start(job.id, State.PLANNING, plan.to_dict())
+        try:
+            self._start(job.id, State.PLANNING, plan.to_dict())
+        except Exception as error:  # Ray refused or was away: the waiting pass retries it
+            log.exception("scheduler: submitting %s", job.id)
+            self.store.transition(job.id, State.PLANNING, State.WAITING, f"submit failed, retrying: {error}"[:500])
 
     def run_dir(self, job_id: str) -> Path:
         return (self.settings.data_dir / "runs" / job_id).resolve()
@@ -108,8 +122,15 @@ class Scheduler:
             return
         job_file = self._write_job_file(job_id, plan)
         entrypoint = f"{self.settings.worker_python or sys.executable} -m worker.job_main {job_file}"
-        ray_job_id = self.cluster.submit(job_id, entrypoint, {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S":
-                                                              REPORT_POLL_SECONDS})
+        try:
+            ray_job_id = self.cluster.submit(job_id, entrypoint, {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S":
+                                                                  REPORT_POLL_SECONDS})
+        except Exception:
+            # submitted before, by a scheduler that died before recording it: Ray knows the id, adopt it
+            if self.cluster.status(job_id) in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"):
+                ray_job_id = job_id
+            else:
+                raise
         if not self.store.transition(job_id, current, State.RUNNING, ray_job_id=ray_job_id, gpus=plan["gpus"],
                                      gpu_type=plan["gpu"]):
             self.cluster.stop(ray_job_id)  # cancelled while we submitted it
@@ -119,32 +140,35 @@ class Scheduler:
         folder.mkdir(parents=True, exist_ok=True)
         output = plan["settings"]["output"]["dir"] or str(folder / "output")
         config = {"job_id": job_id, "plan": plan, "run_dir": str(folder), "output_dir": output,
-                  "api_url": self.api_url, "worker_token": self.store.issue_worker_token(job_id),
+                  "api_url": self.api_url, "worker_token": self._worker_token(job_id),
                   "accelerator_type": getattr(self.cluster, "accelerator_type", lambda _: None)(plan["gpu"])}
         path = folder / "job.json"
-        path.write_text(json.dumps(config))
-        path.chmod(0o600)  # it holds the job's worker token
+        write_secret(path, json.dumps(config))  # it holds the job's worker token
         return path
+
+    def _worker_token(self, job_id: str) -> str:
+        """The job's token; kept once issued, so a driver already running with it can still post."""
+        job = self.store.get(job_id)
+        return job.worker_token if job and job.worker_token else self.store.issue_worker_token(job_id)
 
     # -- following -----------------------------------------------------------------------------------
 
-    def _follow_running(self) -> None:
-        for job in self.store.in_states(State.RUNNING, State.CANCELLING):
-            status = self.cluster.status(job.ray_job_id) if job.ray_job_id else "MISSING"
-            current = State(job.state)
-            if current == State.CANCELLING and status in ("PENDING", "RUNNING"):
-                self.cluster.stop(job.ray_job_id)
-                continue
-            ending = ENDINGS.get((status, current))
-            if ending is None:
-                continue
-            target, cause = ending
-            if target == State.FAILED:
-                logs = self._logs(job.ray_job_id) if status == "FAILED" else ""
-                message = logs.strip().splitlines()[-1][:1000] if logs.strip() else f"Ray job {status.lower()}"
-                self._fail(job.id, current, failure_cause(cause, logs), message)
-            else:
-                self.store.transition(job.id, current, target, f"Ray job {status.lower()}")
+    def _follow(self, job) -> None:
+        status = self.cluster.status(job.ray_job_id) if job.ray_job_id else "MISSING"
+        current = State(job.state)
+        if current == State.CANCELLING and status in ("PENDING", "RUNNING"):
+            self.cluster.stop(job.ray_job_id)
+            return
+        ending = ENDINGS.get((status, current))
+        if ending is None:
+            return
+        target, cause = ending
+        if target == State.FAILED:
+            logs = self._logs(job.ray_job_id) if status == "FAILED" else ""
+            message = logs.strip().splitlines()[-1][:1000] if logs.strip() else f"Ray job {status.lower()}"
+            self._fail(job.id, current, failure_cause(cause, logs), message)
+        else:
+            self.store.transition(job.id, current, target, f"Ray job {status.lower()}")
 
     def _logs(self, ray_job_id: str | None) -> str:
         try:

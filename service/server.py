@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from service.api import create_app
 from service.cluster import RayCluster, gpu_memory_rows, held_gpus, inventory_view
 from service.db import make_engine
-from service.embedded import alive, start_ray_head, stop_pid, stop_ray_head
+from service.embedded import alive, start_ray_head, stop_pid, stop_ray_head, write_secret
 from service.migrate import upgrade
 from service.prom import make_registry
 from service.scheduler import Scheduler
@@ -66,8 +66,7 @@ def admin_token(data_dir: Path) -> str:
     """The local admin token, made once and readable only by this user; the CLI on this machine reads it."""
     path = data_dir / TOKEN_FILE
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        write_secret(path, secrets.token_urlsafe(32))
     return path.read_text().strip()
 
 
@@ -77,7 +76,8 @@ def serve(host: str, port: int, data_dir: Path) -> None:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=data_dir)
-    settings.admin_tokens = [*settings.admin_tokens, admin_token(data_dir)]
+    if not settings.admin_tokens:  # the embedded default: a local token the CLI on this machine reads
+        settings.admin_tokens = [admin_token(data_dir)]
     if not settings.ray_address:
         head = start_ray_head(data_dir)
         settings.ray_address, settings.ray_dashboard_url = head["address"], head["dashboard_url"]
@@ -117,8 +117,8 @@ def stop(data_dir: Path) -> list[str]:
     path = data_dir / SERVER_FILE
     if path.exists():
         pid = json.loads(path.read_text())["pid"]
-        if alive(pid):
-            stop_pid(pid)
+        if alive(pid, expect="effft"):
+            stop_pid(pid, expect="effft")
             stopped.append(f"server (pid {pid})")
         path.unlink()
     if stop_ray_head(data_dir):

@@ -90,6 +90,8 @@ class JobStore:
         if cursor:
             at, _, last_id = cursor.partition("|")
             created = datetime.fromisoformat(at)
+            if created.utcoffset() is None:
+                raise ValueError("a cursor's time carries its UTC offset")
             query = query.where((Job.created_at < created) | ((Job.created_at == created) & (Job.id < last_id)))
         query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
         with self.session() as session:

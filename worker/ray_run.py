@@ -128,8 +128,6 @@ def _ensure(folder: str) -> str:
 
 
 def _train_loop(config: dict) -> None:
-    from ray.train.huggingface.transformers import prepare_trainer
-
     run: RayRun = config["run"]
     sink = config["sink"]
     resume, callbacks = None, [_CheckpointToRay()]
@@ -142,10 +140,21 @@ def _train_loop(config: dict) -> None:
         callbacks.append(_KillAt(run.kill_at_step))
     # a fresh folder per attempt: the Trainer's checkpoints of a dead attempt must not mix with this one's
     job = replace(run.job, work_dir=tempfile.mkdtemp(prefix="effft-work-", dir=_ensure(run.job.work_dir)))
-    summary = train(job, sink, callbacks=callbacks, resume_from=resume, attempt=int(resume is not None),
-                     wrap_trainer=prepare_trainer)
+    try:
+        summary = _train_attempt(run, job, sink, callbacks, resume)
+    finally:
+        if resume is not None:
+            shutil.rmtree(Path(resume).parent, ignore_errors=True)  # the local copy of Ray's checkpoint
+    shutil.rmtree(job.work_dir, ignore_errors=True)  # the Trainer's own checkpoints: Ray holds the ones that count
     ray.train.report({"final": True, "rank": ray.train.get_context().get_world_rank(), "step": summary["step"],
                       "weights_checksum": summary["weights_checksum"]}, checkpoint=None)
+
+
+def _train_attempt(run: RayRun, job: WorkerJob, sink, callbacks, resume: str | None) -> dict:
+    from ray.train.huggingface.transformers import prepare_trainer
+
+    return train(job, sink, callbacks=callbacks, resume_from=resume, attempt=int(resume is not None),
+                 wrap_trainer=prepare_trainer)
 
 
 def run_on_ray(run: RayRun, sink: MetricsSink):

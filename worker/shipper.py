@@ -9,12 +9,14 @@ lost is sent again, which the service's upsert by (job, step) makes harmless.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+log = logging.getLogger("effft.shipper")
 BATCH_LINES = 200
 MAX_BACKOFF_SECONDS = 5.0
 
@@ -43,8 +45,10 @@ class Shipper:
                 if not line.endswith(b"\n") or len(records) >= BATCH_LINES:
                     break
                 end += len(line)
-                if line.strip():
-                    records.append(json.loads(line))
+                try:
+                    records.append(json.loads(line)) if line.strip() else None
+                except ValueError:  # a torn or foreign line: skip it, ship the rest
+                    log.warning("shipper: skipped a spool line that is not JSON: %.80r", line)
         return records, end
 
     def _post(self, records: list[dict]) -> bool:
@@ -54,6 +58,12 @@ class Shipper:
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return 200 <= response.status < 300
+        except urllib.error.HTTPError as error:
+            if 400 <= error.code < 500:  # refused for good (bad token, bad record): resending cannot help
+                log.error("shipper: the service refused a batch of %d records (%s); skipping it", len(records),
+                          error.code)
+                return True
+            return False  # a 5xx: the service is in trouble; the same batch goes again
         except (urllib.error.URLError, OSError, TimeoutError):
             return False  # down, restarting, or refused: the same batch goes again
 
@@ -71,7 +81,11 @@ class Shipper:
     def _loop(self) -> None:
         backoff = self.poll
         while not self._stop.is_set():
-            sent = self.ship_once()
+            try:
+                sent = self.ship_once()
+            except Exception:  # never let the thread die: drain() tries again at the end
+                log.exception("shipper pass failed")
+                sent = False
             backoff = self.poll if sent else min(backoff * 2, MAX_BACKOFF_SECONDS)
             self._stop.wait(backoff if not sent or self._pending()[1] == self.offset else 0)
 

@@ -6,6 +6,7 @@ Over SQLite and Postgres, with a fake cluster and no scheduler (helpers shared w
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -175,8 +176,21 @@ def test_prometheus_leaves_out_jobs_without_records(client, store, spec):
 # -- dry run, inventory, health, docs -----------------------------------------------------------------------------
 
 
-def test_a_dry_run_plan_returns_a_plan_and_stores_nothing(client, store, roots, tiny_model):
+@pytest.fixture
+def model_in_roots(roots, tiny_model):
+    """The tiny model copied under the dataset root: local model folders are confined like datasets."""
+    return shutil.copytree(tiny_model, roots["datasets"] / "model")
+
+
+def test_a_local_model_outside_the_roots_is_refused(client, store, roots, tiny_model):
     body = job_spec(tiny_model, roots["datasets"] / "train.jsonl")
+    assert problem_fields(client.post("/v1/plan", content=json.dumps(body), headers=ALICE)) == {"model.path"}
+    assert problem_fields(client.post("/v1/jobs", content=json.dumps(body), headers=ALICE)) == {"model.path"}
+    assert total_jobs(store) == 0
+
+
+def test_a_dry_run_plan_returns_a_plan_and_stores_nothing(client, store, roots, model_in_roots):
+    body = job_spec(model_in_roots, roots["datasets"] / "train.jsonl")
     response = client.post("/v1/plan", content=json.dumps(body), headers=ALICE)
     assert response.status_code == 200, response.text
     plan = response.json()
@@ -184,8 +198,9 @@ def test_a_dry_run_plan_returns_a_plan_and_stores_nothing(client, store, roots, 
     assert total_jobs(store) == 0
 
 
-def test_a_dry_run_that_cannot_fit_is_422_with_the_numbers(client, store, roots, tiny_model):
-    body = job_spec(tiny_model, roots["datasets"] / "train.jsonl", resources={"gpus": 1, "max_memory_fraction": 1e-4})
+def test_a_dry_run_that_cannot_fit_is_422_with_the_numbers(client, store, roots, model_in_roots):
+    body = job_spec(model_in_roots, roots["datasets"] / "train.jsonl",
+                    resources={"gpus": 1, "max_memory_fraction": 1e-4})
     response = client.post("/v1/plan", content=json.dumps(body), headers=ALICE)
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
@@ -234,3 +249,20 @@ def test_records_that_are_not_a_list_of_objects_are_422(client, store, spec):
         response = client.post(f"/v1/jobs/{job_id}/records", json=body, headers=auth(token))
         assert response.status_code == 422 and response.json()["detail"][0]["field"] == "records"
     assert store.metrics(job_id) == []
+
+
+def test_odd_tokens_cursors_and_step_records_get_4xx_not_500(client, store, spec):
+    assert client.get("/v1/jobs", headers={"Authorization": "Bearer t\u00e9".encode()}).status_code == 401
+    response = client.get("/v1/jobs", params={"cursor": "2024-01-01T00:00:00|jx"}, headers=ALICE)
+    assert response.status_code == 422
+    job_id = submitted(client, spec)
+    token = store.issue_worker_token(job_id)
+    for bad in ("abc", [1], 1.5, -1, True):
+        response = client.post(f"/v1/jobs/{job_id}/records", headers=auth(token),
+                               json={"records": [{"kind": "step", "step": bad}]})
+        assert response.status_code == 422, bad
+    nan = '{"records": [{"kind": "step", "step": 1, "loss": NaN}]}'
+    response = client.post(f"/v1/jobs/{job_id}/records", headers={**auth(token), "Content-Type": "application/json"},
+                           content=nan)
+    assert response.status_code == 200
+    assert client.get(f"/v1/jobs/{job_id}/metrics", headers=ALICE).json()["items"][0]["loss"] is None

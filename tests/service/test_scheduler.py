@@ -201,3 +201,40 @@ def test_reconcile_puts_a_job_caught_mid_planning_back_in_the_queue(scheduler, s
     assert [e.to_state for e in store.events(job_id)] == ["queued", "planning", "queued"]
     scheduler.tick()
     assert store.get(job_id).state == State.RUNNING
+
+
+class RefusingCluster:
+    """Submits fail (Ray away), and Ray may already know the job (a submit that a dead scheduler made)."""
+
+    def __init__(self, cluster, known: set[str]):
+        self.cluster, self.known = cluster, known
+
+    def __getattr__(self, name):
+        return getattr(self.cluster, name)
+
+    def submit(self, job_id, entrypoint, env):
+        raise RuntimeError(f"Job with submission_id {job_id} already exists" if job_id in self.known else "refused")
+
+    def status(self, ray_job_id):
+        return "RUNNING" if ray_job_id in self.known else "MISSING"
+
+
+def test_a_failing_submit_waits_and_retries_without_blocking_the_pass(store, settings, cluster, queue):
+    refusing = RefusingCluster(cluster, known=set())
+    scheduler = Scheduler(store, settings, refusing, "http://testserver")
+    first = queue("first")
+    scheduler.tick()
+    assert store.get(first).state == State.WAITING  # planned, submit failed: retried by the waiting pass
+    scheduler.tick()  # the retry fails again; the pass goes on
+    scheduler.cluster = cluster
+    scheduler.tick()
+    assert store.get(first).state == State.RUNNING
+
+
+def test_a_job_ray_already_runs_is_adopted_and_keeps_its_worker_token(store, settings, cluster, queue):
+    job_id = queue("adopted")
+    token = store.issue_worker_token(job_id)
+    scheduler = Scheduler(store, settings, RefusingCluster(cluster, known={job_id}), "http://testserver")
+    scheduler.tick()
+    job = store.get(job_id)
+    assert job.state == State.RUNNING and job.ray_job_id == job_id and job.worker_token == token
