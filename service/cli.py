@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 
 from service import cli_jobs
+from service.exit_codes import EXIT_BAD_INPUT
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="effft: plan, run and watch LLM fine-tuning jobs.")
-EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 @app.callback()

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from service.exit_codes import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK
+
 console, errors = Console(width=160), Console(stderr=True, width=160)
 
 

@@ -44,12 +44,26 @@ def alive(pid: int, expect: str | None = None) -> bool:
         return True  # no /proc (not Linux): trust the pid file
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """The URL answers 200 within 2 s."""
     try:
-        with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
+
+
+def start_detached(command: list[str], log_path: Path, ready_url: str, timeout: float, what: str,
+                   env: dict | None = None) -> subprocess.Popen:
+    """Start `command` in its own session (it outlives us), logging to `log_path`; wait until `ready_url` answers."""
+    log = log_path.open("ab")
+    process = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not answers(ready_url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start; see {log_path}")
+        time.sleep(0.5)
+    return process
 
 
 def running_head(data_dir: Path) -> dict | None:
@@ -57,7 +71,7 @@ def running_head(data_dir: Path) -> dict | None:
     if not path.exists():
         return None
     head = json.loads(path.read_text())
-    return head if alive(head["pid"], expect="ray") and _answers(head["dashboard_url"]) else None
+    return head if alive(head["pid"], expect="ray") and answers(f"{head['dashboard_url']}/api/version") else None
 
 
 def start_ray_head(data_dir: Path, num_cpus: int | None = None, timeout: float = 120) -> dict:
@@ -72,14 +86,10 @@ def start_ray_head(data_dir: Path, num_cpus: int | None = None, timeout: float =
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a private single-machine cluster on loopback
-    log = (data_dir / "ray-head.log").open("ab")
-    process = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
-    head = {"pid": process.pid, "address": f"127.0.0.1:{gcs}", "dashboard_url": f"http://127.0.0.1:{dashboard}"}
-    deadline = time.monotonic() + timeout
-    while not _answers(head["dashboard_url"]):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the local Ray head did not start; see {data_dir / 'ray-head.log'}")
-        time.sleep(0.5)
+    dashboard_url = f"http://127.0.0.1:{dashboard}"
+    process = start_detached(command, data_dir / "ray-head.log", f"{dashboard_url}/api/version", timeout,
+                             "the local Ray head", env)
+    head = {"pid": process.pid, "address": f"127.0.0.1:{gcs}", "dashboard_url": dashboard_url}
     (data_dir / HEAD_FILE).write_text(json.dumps(head))
     return head
 

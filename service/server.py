@@ -6,10 +6,7 @@ import contextlib
 import json
 import os
 import secrets
-import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from fastapi import FastAPI
 from service.api import create_app
 from service.cluster import RayCluster, gpu_memory_rows, held_gpus, inventory_view
 from service.db import make_engine
-from service.embedded import alive, start_ray_head, stop_pid, stop_ray_head, write_secret
+from service.embedded import alive, start_detached, start_ray_head, stop_pid, stop_ray_head, write_secret
 from service.migrate import upgrade
 from service.prom import make_registry
 from service.scheduler import Scheduler
@@ -87,27 +84,14 @@ def serve(host: str, port: int, data_dir: Path) -> None:
     uvicorn.run(build_app(settings, settings.public_url or url), host=host, port=port, log_level="warning")
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def serve_in_background(host: str, port: int, data_dir: Path, timeout: float = 180) -> str:
     """Start `effft server` detached (its log in DATA_DIR/server.log) and wait until it answers."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [str(Path(sys.executable).parent / "effft"), "server", "--host", host, "--port", str(port),
                "--data-dir", str(data_dir)]
-    log = (data_dir / "server.log").open("ab")
-    process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
-    url, deadline = f"http://{host}:{port}", time.monotonic() + timeout
-    while not _healthy(url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not start; see {data_dir / 'server.log'}")
-        time.sleep(0.5)
+    url = f"http://{host}:{port}"
+    start_detached(command, data_dir / "server.log", f"{url}/healthz", timeout, "the server")
     return url
 
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from service.exit_codes import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK
 from service.progress import follow, render_summary, tail_records
 from service.render import render_plan
-
-EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def run_standalone(job_path: Path, run_dir: Path | None, fresh: bool, console: Console) -> int:

@@ -56,6 +56,12 @@ def checked_rows(spec: DatasetSpec) -> tuple[str, list[dict]]:
 
 def tokenize_dataset(spec: DatasetSpec, tokenizer, eval_fraction: float = 0.0, seed: int = 42) -> TokenizedData:
     fmt, rows = checked_rows(spec)
+    return tokenize_rows(fmt, rows, spec, tokenizer, eval_fraction, seed)
+
+
+def tokenize_rows(fmt: str, rows: list[dict], spec: DatasetSpec, tokenizer, eval_fraction: float = 0.0,
+                  seed: int = 42) -> TokenizedData:
+    """Split checked rows and render each into token ids and labels."""
     train_rows, eval_rows = split_rows(rows, eval_fraction, seed)
     train = [render(row, fmt, tokenizer, spec.text_field) for row in train_rows]
     held = [render(row, fmt, tokenizer, spec.text_field) for row in eval_rows]

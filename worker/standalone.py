@@ -13,7 +13,7 @@ from pathlib import Path
 from planner import Plan, plan_job
 from planner.profile import load_profile
 from planner.spec import DatasetSpec, JobSpec
-from worker.data import checked_rows, suggest_seq_len, tokenize_dataset
+from worker.data import checked_rows, suggest_seq_len, tokenize_rows
 from worker.sinks import JsonlSink
 from worker.train import WorkerJob
 
@@ -30,9 +30,8 @@ def profile_dataset(spec: JobSpec) -> DataProfile:
     from worker.model import load_tokenizer
 
     dataset = DatasetSpec(**spec.dataset.model_dump())
-    checked_rows(dataset)  # bad data fails before the model's files are even opened
-    tokenizer = load_tokenizer(spec.model_dump(mode="json"))
-    data = tokenize_dataset(dataset, tokenizer)
+    fmt, rows = checked_rows(dataset)  # bad data fails before the model's files are even opened
+    data = tokenize_rows(fmt, rows, dataset, load_tokenizer(spec.model_dump(mode="json")))
     positions = load_profile(spec.model.path, spec.model.revision).arch.max_positions
     return DataProfile(len(data.train), data.format, suggest_seq_len(data.lengths, positions))
 
