@@ -2,7 +2,50 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+PREVIEW_CHARS = 120
+
+
+def _scalar(item: object) -> str:
+    if isinstance(item, int) and not isinstance(item, bool) and abs(item) >= 10**30:
+        return f"<an integer of about {item.bit_length() * 0.30103:.0f} digits>"  # str() fails past 4,300
+    if isinstance(item, float) and not math.isfinite(item):
+        return str(item)
+    if isinstance(item, str):
+        return repr(item[:PREVIEW_CHARS]).encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(item, bool | int | float) or item is None:
+        return repr(item)
+    return f"<{type(item).__name__}>"
+
+
+def _pieces(item: object, depth: int):
+    """The repr of `item` in pieces, lazily: a caller that stops early never expands the rest."""
+    if isinstance(item, dict | list | tuple) and depth < 4:
+        opening, closing = ("{", "}") if isinstance(item, dict) else ("[", "]")
+        yield opening
+        for index, entry in enumerate(item.items() if isinstance(item, dict) else item):
+            if index:
+                yield ", "
+            if isinstance(item, dict):
+                yield from _pieces(entry[0], depth + 1)
+                yield ": "
+                entry = entry[1]
+            yield from _pieces(entry, depth + 1)
+        yield closing
+    else:
+        yield _scalar(item)
+
+
+def preview(value: object, limit: int = PREVIEW_CHARS) -> str:
+    """A short, safe repr: never large, never a lone surrogate, never a whole YAML alias bomb expanded."""
+    text = ""
+    for piece in _pieces(value, 0):
+        text += piece
+        if len(text) > limit:
+            return text[:limit] + "..."
+    return text
 
 
 @dataclass(frozen=True)
@@ -14,7 +57,7 @@ class FieldProblem:
     message: str  # what is wrong and how to fix it
 
     def __str__(self) -> str:
-        shown = "<missing>" if self.value is None else repr(self.value)
+        shown = "<missing>" if self.value is None else preview(self.value)
         return f"{self.field} = {shown}: {self.message}"
 
 

@@ -9,20 +9,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from planner.errors import FieldProblem, SpecError
 
 Auto = Literal["auto"]
+MAX_STEPS = 10_000_000  # optimizer steps; also the bound of every other step count
+MAX_TOKENS = 1_048_576  # seq_len: 2**20, beyond any model's context
+MAX_BATCH = 1_048_576  # samples per optimizer step
+MAX_PATH_CHARS = 4096
 
 
-def _auto_or_positive_int(value: Any) -> Any:
-    if value == "auto" or value is None:
-        return "auto"
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError("must be 'auto' or a whole number >= 1")
-    return value
+def _auto_or_int(low: int, high: int):
+    def check(value: Any) -> Any:
+        if value == "auto" or value is None:
+            return "auto"
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be 'auto' or a whole number from {low:,} to {high:,}")
+        return value
+
+    return check
 
 
 def _auto_or_bool(value: Any) -> Any:
@@ -33,62 +39,83 @@ def _auto_or_bool(value: Any) -> Any:
     return value
 
 
-AutoInt = Annotated[Union[Auto, int], BeforeValidator(_auto_or_positive_int)]
+def _plain_text(value: str) -> str:
+    """Text that any JSON, database or file system takes: valid UTF-8, no control characters."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid UTF-8 text (it holds a lone UTF-16 surrogate); send the character itself, "
+                         "or a JSON surrogate pair") from None
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("holds a control character (a NUL byte, a newline, ...); remove it")
+    return value
+
+
+def AutoInt(low: int = 1, high: int = MAX_STEPS):  # noqa: N802 - a type factory reads as a type
+    return Annotated[Union[Auto, int], BeforeValidator(_auto_or_int(low, high))]
+
+
+def Text(max_length: int = 256, min_length: int = 0):  # noqa: N802
+    return Annotated[str, Field(min_length=min_length, max_length=max_length), AfterValidator(_plain_text)]
+
+
 AutoBool = Annotated[Union[Auto, bool], BeforeValidator(_auto_or_bool)]
+Names = Annotated[list[Text(256, 1)], Field(min_length=1, max_length=512)]  # module names
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `true` is not 1 and 1.5 is not a step count; no NaN or infinity anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ModelSource(_Strict):
     """Where the base model comes from."""
 
-    path: str = Field(min_length=1)  # a Hugging Face id ("org/name") or a local folder
-    revision: str | None = None  # a hub branch, tag or commit
+    path: Text(MAX_PATH_CHARS, 1)  # a Hugging Face id ("org/name") or a local folder
+    revision: Text(256, 1) | None = None  # a hub branch, tag or commit
     trust_remote_code: bool = False  # run the model's own Python code; operators may forbid it
 
 
 class DatasetSpec(_Strict):
     """The training data: JSONL, Parquet, text files, or a `datasets` id."""
 
-    path: str = Field(min_length=1)
+    path: Text(MAX_PATH_CHARS, 1)
     format: Literal["auto", "text", "alpaca", "chat"] = "auto"
-    text_field: str = "text"  # the column read by the text format
-    split: str = "train"  # the split of a `datasets` id
-    max_samples: int | None = Field(default=None, ge=1)
+    text_field: Text(256, 1) = "text"  # the column read by the text format
+    split: Text(256, 1) = "train"  # the split of a `datasets` id
+    max_samples: int | None = Field(default=None, ge=1, le=1_000_000_000)
 
 
 class LoraSpec(_Strict):
     r: int = Field(default=16, ge=1, le=4096)
-    alpha: float = Field(default=32, gt=0)
+    alpha: float = Field(default=32, gt=0, le=65_536)
     dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: Union[Literal["all-linear"], list[str]] = "all-linear"
+    target_modules: Union[Literal["all-linear"], Names] = "all-linear"
 
 
 class Ia3Spec(_Strict):
-    target_modules: Union[Literal["auto"], list[str]] = "auto"  # auto: peft's default for the model type
-    feedforward_modules: Union[Literal["auto"], list[str]] = "auto"
+    target_modules: Union[Literal["auto"], Names] = "auto"  # auto: peft's default for the model type
+    feedforward_modules: Union[Literal["auto"], Names] = "auto"
 
 
 class EvalSpec(_Strict):
     fraction: float = Field(default=0.0, ge=0, lt=1)  # share of the dataset held out for eval
-    every_steps: int | None = Field(default=None, ge=1)  # None: only at the end
+    every_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)  # None: only at the end
     exact_match: bool = False  # also generate answers for held-out rows and score them, before and after
 
 
 class TrainingSpec(_Strict):
-    max_steps: int | None = Field(default=None, ge=1)  # optimizer steps; give this or epochs
-    epochs: float | None = Field(default=None, gt=0)
-    effective_batch_size: int = Field(default=16, ge=1)  # samples per optimizer step, over all GPUs
+    max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)  # optimizer steps; give this or epochs
+    epochs: float | None = Field(default=None, gt=0, le=1000)
+    effective_batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)  # samples per optimizer step, over all GPUs
     learning_rate: float = Field(default=2.0e-4, gt=0, lt=1)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup: float = Field(default=0.03, ge=0)  # < 1: a share of the steps; >= 1: a number of steps
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float = Field(default=1.0, ge=0)
-    seed: int = 42
+    warmup: float = Field(default=0.03, ge=0, le=MAX_STEPS)  # < 1: a share of the steps; >= 1: a number of steps
+    weight_decay: float = Field(default=0.0, ge=0, le=10)
+    max_grad_norm: float = Field(default=1.0, ge=0, le=1_000_000)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy seeds are 32-bit
     eval: EvalSpec = EvalSpec()
-    checkpoint_every_steps: AutoInt = "auto"  # auto: about every 10 minutes of predicted step time
+    checkpoint_every_steps: AutoInt() = "auto"  # auto: about every 10 minutes of predicted step time
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainingSpec:
@@ -100,13 +127,13 @@ class TrainingSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    gpus: AutoInt = "auto"  # auto: every GPU of the chosen type that the cluster has
-    gpu_type: str | None = None  # e.g. "A100-80GB"; None: the type with the most memory
+    gpus: AutoInt(1, 4096) = "auto"  # auto: every GPU of the chosen type that the cluster has
+    gpu_type: Text(64, 1) | None = None  # e.g. "A100-80GB"; None: the type with the most memory
     max_memory_fraction: float = Field(default=0.9, gt=0, le=1)  # share of each GPU the plan may fill
 
 
 class OutputSpec(_Strict):
-    dir: str | None = None  # where the adapter or model is written; None: the service decides
+    dir: Text(MAX_PATH_CHARS, 1) | None = None  # where the adapter or model is written; None: the service decides
     merge_adapter: bool = False  # also write the base model with the adapter merged in
 
 
@@ -116,7 +143,7 @@ class JobSpec(_Strict):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     model: ModelSource
     dataset: DatasetSpec
-    seq_len: AutoInt = "auto"
+    seq_len: AutoInt(8, MAX_TOKENS) = "auto"
     packing: AutoBool = "auto"
     method: Literal["auto", "full", "lora", "qlora", "ia3"] = "auto"
     lora: LoraSpec = LoraSpec()
@@ -124,7 +151,7 @@ class JobSpec(_Strict):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     precision_recipe: Literal["auto", "amp", "pure"] = "auto"
     optimizer: Literal["auto", "adamw", "adamw_8bit", "paged_adamw_8bit"] = "auto"
-    micro_batch_size: AutoInt = "auto"
+    micro_batch_size: AutoInt(1, 65_536) = "auto"
     gradient_checkpointing: AutoBool = "auto"
     attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     training: TrainingSpec
@@ -160,8 +187,6 @@ def _cross_field_problems(spec: JobSpec) -> list[FieldProblem]:
         problems.append(FieldProblem("micro_batch_size", spec.micro_batch_size,
                                      f"larger than training.effective_batch_size "
                                      f"({spec.training.effective_batch_size}); lower it or raise the effective batch"))
-    if isinstance(spec.seq_len, int) and spec.seq_len < 8:
-        problems.append(FieldProblem("seq_len", spec.seq_len, "must be at least 8 tokens, or 'auto'"))
     return problems
 
 
@@ -203,17 +228,15 @@ def parse_job(data: Any) -> JobSpec:
 
 
 def load_job(path: str | Path) -> JobSpec:
-    """Read a job.yaml (safely) and validate it."""
+    """Read a job.yaml (safely, within the document limits) and validate it."""
+    from planner.document import load_document
+
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as error:
         raise SpecError([FieldProblem("<file>", str(path), f"cannot read the job file: {error.strerror}")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SpecError([FieldProblem("<file>", str(path), f"not valid YAML: {error}")]) from None
-    return parse_job(data)
+    return parse_job(load_document(raw, "<file>"))
 
 
 def resolve_relative_paths(spec: JobSpec, base: Path) -> JobSpec:

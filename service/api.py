@@ -4,37 +4,50 @@ from __future__ import annotations
 
 import secrets
 
-import yaml
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from planner import InfeasibleError, PlannerError, SpecError, parse_job, plan_job
+from planner import InfeasibleError, PlannerError, SpecError, plan_job
 from planner.errors import FieldProblem
-from service.auth import Caller, caller_for, policy_problems
+from service.auth import Caller, caller_for, metrics_scope
+from service.body import BadInput, json_body, spec_from
 from service.records import checked_record, store_records
 from service.settings import Settings
 from service.states import CANCEL_TARGET, State
 from service.store import IdempotencyConflict, JobStore
-from service.views import event_view, job_view, metric_view, problems_view
+from service.views import SafeJSONResponse, event_view, job_view, metric_view, problems_view
 
-MAX_BODY_BYTES = 1_000_000
-
-
-class BadInput(Exception):
-    def __init__(self, problems: list[FieldProblem]):
-        self.problems = problems
+MAX_RECORDS_BYTES = 8_000_000  # one shipped batch of step records
 
 
-def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
-    """`services` gives the cluster: `inventory()`, `free_inventory(store)`, `logs(job)`, and the registry."""
-    app = FastAPI(title="effft", version="0.1.0", description="Plan, run and watch LLM fine-tuning jobs.",
-                  lifespan=getattr(services, "lifespan", None))
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answers strict JSON in one shape; nothing a client sent can make rendering it fail."""
 
     @app.exception_handler(BadInput)
     async def _bad_input(_request, error: BadInput):
-        return JSONResponse(status_code=422, content={"detail": problems_view(error.problems)})
+        return SafeJSONResponse(status_code=error.status, content={"detail": problems_view(error.problems)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_parameters(_request, error: RequestValidationError):
+        problems = [FieldProblem(".".join(str(part) for part in e["loc"][1:]) or str(e["loc"][0]), e.get("input"),
+                                 e["msg"]) for e in error.errors()]
+        return SafeJSONResponse(status_code=422, content={"detail": problems_view(problems)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, error: StarletteHTTPException):
+        return SafeJSONResponse(status_code=error.status_code, content={"detail": error.detail},
+                                headers=getattr(error, "headers", None))
+
+
+def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
+    """`services` gives the cluster: `inventory()`, `inventory_view(store)`, `logs(job)`, `registry_for(scope)`."""
+    app = FastAPI(title="effft", version="0.1.0", description="Plan, run and watch LLM fine-tuning jobs.",
+                  lifespan=getattr(services, "lifespan", None), default_response_class=SafeJSONResponse)
+    _add_error_handlers(app)
 
     def caller(authorization: str | None = Header(default=None)) -> Caller:
         found = caller_for(settings, authorization)
@@ -48,29 +61,12 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
             raise HTTPException(404, f"no job {job_id}")
         return job
 
-    async def spec_from(request: Request):
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise BadInput([FieldProblem("<body>", f"{len(body)} bytes", f"larger than {MAX_BODY_BYTES} bytes")])
-        try:
-            data = yaml.safe_load(body.decode("utf-8")) if body.strip() else None
-        except (yaml.YAMLError, UnicodeDecodeError) as error:
-            raise BadInput([FieldProblem("<body>", None, f"not valid YAML or JSON: {error}")]) from None
-        try:
-            spec = parse_job(data)
-        except SpecError as error:
-            raise BadInput(error.problems) from None
-        problems = policy_problems(spec, settings)
-        if problems:
-            raise BadInput(problems)
-        return spec
-
     v1 = APIRouter(prefix="/v1")
 
     @v1.post("/jobs", status_code=201)
     async def submit(request: Request, response: Response, who: Caller = Depends(caller),
                      idempotency_key: str | None = Header(default=None, max_length=200)):
-        spec = await spec_from(request)
+        spec = await spec_from(request, settings, who.user)
         try:  # the store blocks: keep it off the event loop
             job, created = await run_in_threadpool(store.submit, who.user, spec.model_dump(mode="json"),
                                                    idempotency_key)
@@ -137,10 +133,7 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
         if job is None or not job.worker_token or not secrets.compare_digest(token.encode("utf-8", "surrogateescape"),
                                                                              job.worker_token.encode()):
             raise HTTPException(404, f"no job {job_id} takes records with this token")
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
+        body = await json_body(request, MAX_RECORDS_BYTES)
         records = body.get("records") if isinstance(body, dict) else None
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise BadInput([FieldProblem("records", None, 'send {"records": [{...}, ...]}: a list of objects')])
@@ -152,7 +145,7 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
 
     @v1.post("/plan")
     async def dry_run(request: Request, who: Caller = Depends(caller)):
-        spec = await spec_from(request)
+        spec = await spec_from(request, settings, who.user)
         try:  # the inventory asks Ray, and planning reads the model's config: both block
             inventory = await run_in_threadpool(services.inventory)
             return (await run_in_threadpool(plan_job, spec, inventory)).to_dict()
@@ -176,7 +169,9 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
         return {"ok": True}
 
     @app.get("/metrics")
-    def metrics():
-        return Response(generate_latest(services.registry), media_type=CONTENT_TYPE_LATEST)
+    def metrics(authorization: str | None = Header(default=None)):
+        """Fleet series for anyone; per-job series for their owner, admins and EFFFT_METRICS_TOKENS (Prometheus)."""
+        scope = metrics_scope(settings, authorization)
+        return Response(generate_latest(services.registry_for(scope)), media_type=CONTENT_TYPE_LATEST)
 
     return app

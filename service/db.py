@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Field, SQLModel, create_engine
 
 
@@ -81,6 +84,22 @@ class MemoryCheck(SQLModel, table=True):
     predicted_terms: dict = Field(sa_column=Column(JSON, nullable=False))
     measured_terms: dict = Field(sa_column=Column(JSON, nullable=False))
     at: datetime = Field(default_factory=utcnow)
+
+
+def make_sqlite_private(url: str) -> None:
+    """The SQLite file (and its WAL and shared-memory files) readable by this user only: it holds every spec and
+    every job's worker token. SQLite gives its -wal and -shm files the database file's mode."""
+    if not url.startswith("sqlite"):
+        return
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").chmod(0o600)
 
 
 def make_engine(url: str) -> Engine:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -74,22 +76,47 @@ def running_head(data_dir: Path) -> dict | None:
     return head if alive(head["pid"], expect="ray") and answers(f"{head['dashboard_url']}/api/version") else None
 
 
+# Ray rewrites --node-ip-address=127.0.0.1 to the host's outward address, and every server binds all
+# interfaces unless the node IP is exactly 127.0.0.1; turning off "cluster mode" keeps 127.0.0.1 (Ray's
+# services.get_node_ip_address). Drivers that connect by 127.0.0.1 need the same setting.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def ray_temp_dir(data_dir: Path) -> Path:
+    """A Ray temp dir of this data dir's own: `auto` (ray_current_cluster) never finds another server's head.
+    Short, under /tmp: Ray's unix sockets live inside it and their paths must stay under 107 bytes."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"effft-ray-{os.getuid()}-{digest}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
+def ray_head_command(data_dir: Path, num_cpus: int | None) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """`ray start` for a private single-machine head: every listening socket on loopback, every port its own."""
+    gcs, dashboard, agent, client, metrics, runtime_env = (free_port() for _ in range(6))
+    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs}",
+               "--node-ip-address=127.0.0.1", f"--temp-dir={ray_temp_dir(data_dir)}",
+               f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+               f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}",
+               f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+               "--disable-usage-stats"]
+    if num_cpus:
+        command.append(f"--num-cpus={num_cpus}")
+    # the dashboard's and autoscaler's own metrics ports are fixed by default: a second head could not bind them
+    env = {**os.environ, **LOOPBACK_ENV, "DASHBOARD_METRIC_PORT": str(free_port()),
+           "AUTOSCALER_METRIC_PORT": str(free_port())}
+    return command, env, {"address": f"127.0.0.1:{gcs}", "dashboard_url": f"http://127.0.0.1:{dashboard}"}
+
+
 def start_ray_head(data_dir: Path, num_cpus: int | None = None, timeout: float = 120) -> dict:
     """A Ray head in its own session (training outlives the API); reused if one from earlier still runs."""
     head = running_head(data_dir)
     if head is not None:
         return head
-    gcs, dashboard, agent = free_port(), free_port(), free_port()
-    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs}",
-               "--node-ip-address=127.0.0.1", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-               "--include-dashboard=true", f"--dashboard-agent-listen-port={agent}", "--disable-usage-stats"]
-    if num_cpus:
-        command.append(f"--num-cpus={num_cpus}")
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a private single-machine cluster on loopback
-    dashboard_url = f"http://127.0.0.1:{dashboard}"
-    process = start_detached(command, data_dir / "ray-head.log", f"{dashboard_url}/api/version", timeout,
+    command, env, where = ray_head_command(data_dir, num_cpus)
+    process = start_detached(command, data_dir / "ray-head.log", f"{where['dashboard_url']}/api/version", timeout,
                              "the local Ray head", env)
-    head = {"pid": process.pid, "address": f"127.0.0.1:{gcs}", "dashboard_url": dashboard_url}
+    head = {"pid": process.pid, **where}
     (data_dir / HEAD_FILE).write_text(json.dumps(head))
     return head
 

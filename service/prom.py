@@ -11,6 +11,7 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
+from service.auth import ALL_JOBS, NO_JOBS
 from service.db import utcnow
 from service.states import State
 from service.store import JobStore
@@ -30,14 +31,20 @@ PER_JOB = {  # metric name -> (step record field, help)
 
 
 class StoreCollector:
-    def __init__(self, store: JobStore, gpu_memory, retention_hours: float):
+    """`scope`: whose per-job series to show: ALL_JOBS, one owner's name, or NO_JOBS (fleet-level series only)."""
+
+    def __init__(self, store: JobStore, gpu_memory, retention_hours: float, scope: str = ALL_JOBS):
         self.store, self.gpu_memory, self.retention = store, gpu_memory, timedelta(hours=retention_hours)
+        self.scope = scope
 
     def _reported_jobs(self):
-        """Running jobs, and jobs that ended within the retention window."""
+        """Running jobs, and jobs that ended within the retention window, that the scope may see."""
+        if self.scope == NO_JOBS:
+            return []
         recent = utcnow() - self.retention
         jobs = self.store.in_states(State.RUNNING, State.CANCELLING, State.SUCCEEDED, State.FAILED, State.CANCELLED)
-        return [j for j in jobs if j.finished_at is None or j.finished_at >= recent]
+        return [j for j in jobs if (j.finished_at is None or j.finished_at >= recent)
+                and self.scope in (ALL_JOBS, j.owner)]
 
     def collect(self):
         states = GaugeMetricFamily("effft_jobs", "Jobs in each state", labels=["state"])
@@ -75,7 +82,8 @@ class StoreCollector:
         return family
 
 
-def make_registry(store: JobStore, gpu_memory, retention_hours: float) -> CollectorRegistry:
+def make_registry(store: JobStore, gpu_memory, retention_hours: float, scope: str = ALL_JOBS) -> CollectorRegistry:
+    """A registry for one scrape: cheap (the collector reads the store only when scraped)."""
     registry = CollectorRegistry()
-    registry.register(StoreCollector(store, gpu_memory, retention_hours))
+    registry.register(StoreCollector(store, gpu_memory, retention_hours, scope))
     return registry

@@ -11,11 +11,14 @@ import json
 import logging
 import sys
 import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner import InfeasibleError, ModelProfileError, SpecError, parse_job, plan_job
 from service.cluster import free_count, free_inventory, held_gpus
 from service.embedded import write_secret
+from service.policy import confinement, policy_problems
 from service.settings import Settings
 from service.states import State
 from service.store import JobStore
@@ -35,11 +38,22 @@ def failure_cause(status_cause: str, logs: str) -> str:
     return "oom" if "OutOfMemoryError" in logs or "out of memory" in logs.lower() else status_cause
 
 
+@dataclass
+class Planning:
+    """One job being profiled and planned on its own thread; the loop reaps the outcome."""
+
+    job_id: str
+    deadline: float
+    outcome: dict = field(default_factory=dict)  # {"plan": dict} or {"cause": str, "message": str}
+    thread: threading.Thread | None = None
+
+
 class Scheduler:
     def __init__(self, store: JobStore, settings: Settings, cluster, api_url: str):
         self.store, self.settings, self.cluster, self.api_url = store, settings, cluster, api_url
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._planning: dict[str, Planning] = {}
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -47,13 +61,21 @@ class Scheduler:
         for job in self.store.in_states(State.PLANNING):
             self.store.transition(job.id, State.PLANNING, State.QUEUED)
 
-    def tick(self) -> None:
+    def tick(self, wait: float = 0.0) -> None:
+        """One pass. Planning (dataset profiling, hub fetches) runs on its own threads so that one slow job
+        never holds up following, starting or cancelling the others; `wait` lets a pass wait for it."""
         for job in self.store.in_states(State.RUNNING, State.CANCELLING):
             self._guarded(job.id, self._follow, job)
         for job in self.store.in_states(State.WAITING):
             self._guarded(job.id, self._start, job.id, State.WAITING, job.plan)
-        while (job := self.store.claim_next_queued()) is not None:
-            self._guarded(job.id, self._plan, job)
+        self._reap_planning()
+        while len(self._planning) < self.settings.planning_threads and (job := self.store.claim_next_queued()):
+            self._begin_planning(job)
+        if wait and self._planning:
+            deadline = time.monotonic() + wait
+            for planning in list(self._planning.values()):
+                planning.thread.join(max(0.0, deadline - time.monotonic()))
+            self._reap_planning()
 
     @staticmethod
     def _guarded(job_id: str, step, *args) -> None:
@@ -88,27 +110,55 @@ class Scheduler:
         self.store.transition(job_id, current, State.FAILED, f"{cause}: {message[:500]}", cause=cause,
                               message=message)
 
-    def _plan(self, job) -> None:
+    def _begin_planning(self, job) -> None:
+        planning = Planning(job.id, time.monotonic() + self.settings.planning_timeout_seconds)
+        planning.thread = threading.Thread(target=self._plan_outcome, args=(job, planning.outcome),
+                                           name=f"effft-plan-{job.id}", daemon=True)
+        self._planning[job.id] = planning
+        planning.thread.start()
+
+    def _reap_planning(self) -> None:
+        """Start (or fail) each job whose planning ended; fail each that ran past the time limit."""
+        for job_id, planning in list(self._planning.items()):
+            if planning.thread.is_alive() and time.monotonic() < planning.deadline:
+                continue
+            del self._planning[job_id]  # a thread past its deadline is abandoned: its outcome is never read
+            limit = self.settings.planning_timeout_seconds
+            outcome = dict(planning.outcome) if not planning.thread.is_alive() else {
+                "cause": "bad_input", "message": f"planning took longer than {limit:.0f} s (fetching the model or "
+                "dataset, or reading it); use a local copy or a smaller dataset"}
+            if "plan" in outcome:
+                self._guarded(job_id, self._planned, job_id, outcome["plan"])
+            else:
+                self._guarded(job_id, self._fail, job_id, State.PLANNING, outcome["cause"], outcome["message"])
+
+    def _plan_outcome(self, job, outcome: dict) -> None:
+        """On a planning thread: the job's plan, or why it has none. Touches neither the store nor Ray's jobs."""
         from worker.errors import WorkerError
         from worker.standalone import profile_dataset
 
         try:
             spec = parse_job(job.spec)
+            problems = policy_problems(spec, self.settings, job.owner)  # files may have changed since submit
+            if problems:
+                raise SpecError(problems)
             data = profile_dataset(spec)
-            plan = plan_job(spec, self.cluster.inventory(), seq_len=data.seq_len)
+            outcome["plan"] = plan_job(spec, self.cluster.inventory(), seq_len=data.seq_len).to_dict()
         except InfeasibleError as error:
-            return self._fail(job.id, State.PLANNING, "infeasible", str(error))
+            outcome.update(cause="infeasible", message=str(error))
         except (SpecError, ModelProfileError, WorkerError, ValueError, OSError) as error:
-            return self._fail(job.id, State.PLANNING, "bad_input", str(error))
+            outcome.update(cause="bad_input", message=str(error))
         except Exception as error:  # anything else is effft's own failure, not the user's
             log.exception("planning %s failed", job.id)
-            return self._fail(job.id, State.PLANNING, "system", f"{type(error).__name__}: {error}")
-        self.store.set_fields(job.id, plan=plan.to_dict())
+            outcome.update(cause="system", message=f"{type(error).__name__}: {error}")
+
+    def _planned(self, job_id: str, plan: dict) -> None:
+        self.store.set_fields(job_id, plan=plan)
         try:
-            self._start(job.id, State.PLANNING, plan.to_dict())
+            self._start(job_id, State.PLANNING, plan)
         except Exception as error:  # Ray refused or was away: the waiting pass retries it
-            log.exception("scheduler: submitting %s", job.id)
-            self.store.transition(job.id, State.PLANNING, State.WAITING, f"submit failed, retrying: {error}"[:500])
+            log.exception("scheduler: submitting %s", job_id)
+            self.store.transition(job_id, State.PLANNING, State.WAITING, f"submit failed, retrying: {error}"[:500])
 
     def run_dir(self, job_id: str) -> Path:
         return (self.settings.data_dir / "runs" / job_id).resolve()
@@ -137,11 +187,17 @@ class Scheduler:
 
     def _write_job_file(self, job_id: str, plan: dict) -> Path:
         folder = self.run_dir(job_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.parent.chmod(0o700)  # run folders hold worker tokens, checkpoints and outputs: this user's only
+        folder.mkdir(mode=0o700, exist_ok=True)
         output = plan["settings"]["output"]["dir"] or str(folder / "output")
+        job = self.store.get(job_id)
         config = {"job_id": job_id, "plan": plan, "run_dir": str(folder), "output_dir": output,
                   "api_url": self.api_url, "worker_token": self._worker_token(job_id),
-                  "accelerator_type": getattr(self.cluster, "accelerator_type", lambda _: None)(plan["gpu"])}
+                  "accelerator_type": getattr(self.cluster, "accelerator_type", lambda _: None)(plan["gpu"]),
+                  # the driver connects to this cluster by address, never `auto` (another server's head)
+                  "ray_address": getattr(self.cluster, "address", None),
+                  "confinement": confinement(self.settings, job.owner).to_dict()}
         path = folder / "job.json"
         write_secret(path, json.dumps(config))  # it holds the job's worker token
         return path

@@ -14,8 +14,8 @@ from fastapi import FastAPI
 
 from service.api import create_app
 from service.cluster import RayCluster, gpu_memory_rows, held_gpus, inventory_view
-from service.db import make_engine
-from service.embedded import alive, start_detached, start_ray_head, stop_pid, stop_ray_head, write_secret
+from service.db import make_engine, make_sqlite_private
+from service.embedded import LOOPBACK_ENV, alive, start_detached, start_ray_head, stop_pid, stop_ray_head, write_secret
 from service.migrate import upgrade
 from service.prom import make_registry
 from service.scheduler import Scheduler
@@ -29,7 +29,8 @@ SERVER_FILE, TOKEN_FILE = "server.json", "admin-token"
 class Services:
     cluster: object
     scheduler: Scheduler | None
-    registry: object
+    registry_for: object  # scope -> a Prometheus registry of what that scope may see
+
 
     def inventory(self):
         return self.cluster.inventory()
@@ -50,13 +51,16 @@ class Services:
 
 
 def build_app(settings: Settings, api_url: str, cluster=None, run_scheduler: bool = True) -> FastAPI:
+    make_sqlite_private(settings.database)
     upgrade(settings.database)
     store = JobStore(make_engine(settings.database))
     cluster = cluster or RayCluster(settings.ray_address, settings.ray_dashboard_url)
-    registry = make_registry(store, lambda s: gpu_memory_rows(cluster.inventory(), held_gpus(s)),
-                             settings.metrics_job_retention_hours)
+    def registry_for(scope: str):
+        return make_registry(store, lambda s: gpu_memory_rows(cluster.inventory(), held_gpus(s)),
+                             settings.metrics_job_retention_hours, scope)
+
     scheduler = Scheduler(store, settings, cluster, api_url) if run_scheduler else None
-    return create_app(settings, store, Services(cluster, scheduler, registry))
+    return create_app(settings, store, Services(cluster, scheduler, registry_for))
 
 
 def admin_token(data_dir: Path) -> str:
@@ -76,6 +80,7 @@ def serve(host: str, port: int, data_dir: Path) -> None:
     if not settings.admin_tokens:  # the embedded default: a local token the CLI on this machine reads
         settings.admin_tokens = [admin_token(data_dir)]
     if not settings.ray_address:
+        os.environ.update(LOOPBACK_ENV)  # before Ray is imported: connect to the head by 127.0.0.1 as given
         head = start_ray_head(data_dir)
         settings.ray_address, settings.ray_dashboard_url = head["address"], head["dashboard_url"]
     local = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # what a CLI on this machine dials

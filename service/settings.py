@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path.home() / ".effft"
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a user's name is also its output folder's name
+ADMIN_USER = "admin"
 
 
 class Settings(BaseSettings):
@@ -18,14 +21,27 @@ class Settings(BaseSettings):
     tokens: dict[str, str] = Field(default_factory=dict)  # bearer token -> user name (JSON in EFFFT_TOKENS)
     admin_tokens: list[str] = Field(default_factory=list)  # these see every job
     dataset_roots: list[Path] = Field(default_factory=list)  # where datasets may be read; default: data_dir
-    output_roots: list[Path] = Field(default_factory=list)  # where outputs may be written; default: data_dir
+    output_roots: list[Path] = Field(default_factory=list)  # each user writes to ROOT/<user>; default: data_dir/outputs
+    dataset_builders: list[str] = Field(default_factory=list)  # `datasets` names without an org/ that jobs may load
+    metrics_tokens: list[str] = Field(default_factory=list)  # read every job's series on /metrics (Prometheus)
     allow_trust_remote_code: bool = False
     public_url: str | None = None  # how Ray workers reach this API (e.g. http://api:8321); default: the listen URL
     worker_python: str | None = None  # the Python a Ray Job's driver runs (on the head); default: the API's own
     ray_address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
     ray_dashboard_url: str = "http://127.0.0.1:8265"  # Ray's job submission API
     scheduler_interval_seconds: float = 1.0
+    planning_threads: int = Field(default=2, ge=1)  # jobs profiled and planned at once, beside the scheduler's loop
+    planning_timeout_seconds: float = Field(default=600, gt=0)  # a job still planning after this fails
     metrics_job_retention_hours: float = 24.0  # finished jobs keep their /metrics series this long
+
+    @field_validator("tokens")
+    @classmethod
+    def _user_names(cls, tokens: dict[str, str]) -> dict[str, str]:
+        bad = sorted({user for user in tokens.values() if not USER_NAME.match(user) or user == ADMIN_USER})
+        if bad:
+            raise ValueError(f"user names {bad} cannot be used: a name is 1-64 letters, digits, '.', '_' or '-', "
+                             f"starting with a letter or digit, and not '{ADMIN_USER}' (admin tokens' own name)")
+        return tokens
 
     @property
     def database(self) -> str:
@@ -37,4 +53,4 @@ class Settings(BaseSettings):
 
     @property
     def allowed_output_roots(self) -> list[Path]:
-        return [p.resolve() for p in (self.output_roots or [self.data_dir])]
+        return [p.resolve() for p in (self.output_roots or [self.data_dir / "outputs"])]

@@ -1,15 +1,53 @@
-"""JSON views of stored rows: what the API returns."""
+"""JSON views of stored rows: what the API returns, always renderable.
+
+A row stored before the spec was strict (an infinite number, a lone surrogate) or a record a worker
+sent must never take down a listing: every response goes through json_safe.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+
+from fastapi.responses import JSONResponse
+
+from planner.errors import preview
 from service.db import Job, JobEvent, StepMetric
+
+log = logging.getLogger("effft.api")
+
+
+def json_safe(value):
+    """`value` with non-finite numbers as strings ('inf', 'nan') and text re-encodable as UTF-8."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+class SafeJSONResponse(JSONResponse):
+    """Every response of the API: strict JSON (no NaN), whatever was stored."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(json_safe(content), ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode("utf-8")
 
 
 def _time(value):
     return value.isoformat() if value is not None else None
 
 
-def job_view(job: Job, latest: StepMetric | None = None) -> dict:
+def _job_view(job: Job, latest: StepMetric | None) -> dict:
     progress = None
     if latest is not None:
         record = latest.record
@@ -22,6 +60,16 @@ def job_view(job: Job, latest: StepMetric | None = None) -> dict:
             "progress": progress, "summary": job.summary, "spec": job.spec}
 
 
+def job_view(job: Job, latest: StepMetric | None = None) -> dict:
+    try:
+        return json_safe(_job_view(job, latest))
+    except Exception:  # a row we cannot render is shown by its identity, never fails the whole listing
+        log.exception("rendering job %s", job.id)
+        return {"id": job.id, "name": job.name, "owner": job.owner, "state": job.state, "cause": job.cause,
+                "message": "this job's stored record cannot be shown", "planned": job.plan is not None,
+                "progress": None, "summary": None, "spec": None}
+
+
 def event_view(event: JobEvent) -> dict:
     return {"at": _time(event.at), "from": event.from_state, "to": event.to_state, "reason": event.reason}
 
@@ -30,6 +78,15 @@ def metric_view(metric: StepMetric) -> dict:
     return {**metric.record, "step": metric.step, "stored_at": _time(metric.at)}
 
 
+def _shown(value):
+    """A value for an error body: short plain scalars as they are, anything else as a bounded preview."""
+    if value is None or isinstance(value, bool) or (isinstance(value, int | float) and len(preview(value)) < 40):
+        return value
+    if isinstance(value, str) and len(value) <= 200:
+        return value
+    return preview(value)
+
+
 def problems_view(problems) -> list[dict]:
-    return [{"field": p.field, "value": p.value if isinstance(p.value, str | int | float | bool | None)
-             else repr(p.value), "message": p.message} for p in problems]
+    return [{"field": str(p.field)[:200], "value": _shown(p.value), "message": str(p.message)[:2000]}
+            for p in problems]

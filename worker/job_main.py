@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from worker.confine import Confinement, read_problem, write_problem
+from worker.errors import DataError
 from worker.ray_run import RayRun, ensure_ray, run_on_ray
 from worker.shipper import Shipper
 from worker.sinks import JsonlSink
@@ -18,12 +20,27 @@ from worker.train import WorkerJob
 DRAIN_SECONDS = 3600  # a service down for longer than this loses the run's last records
 
 
+def check_confinement(config: dict) -> None:
+    """The service checked these paths before planning; check again right before reading (files change)."""
+    if "confinement" not in config:
+        return
+    rules = Confinement.from_dict(config["confinement"])
+    settings = config["plan"]["settings"]
+    for field, path in (("dataset.path", settings["dataset"]["path"]), ("model.path", settings["model"]["path"])):
+        if path.startswith(("/", "~")) and (reason := read_problem(rules, path)) is not None:
+            raise DataError(field, path, reason)
+    if settings["output"]["dir"] and (reason := write_problem(rules, config["output_dir"])) is not None:
+        raise DataError("output.dir", config["output_dir"], reason)
+
+
 def main(job_file: str) -> int:
     config = json.loads(Path(job_file).read_text())
+    check_confinement(config)
     folder = Path(config["run_dir"])
     spool = folder / "metrics.jsonl"
     shipper = Shipper(spool, config["api_url"], config["job_id"], config["worker_token"]).start()
-    ensure_ray()  # inside a Ray Job: connects to the cluster that runs it
+    # the cluster the service named, by address: `auto` may find another installation's head on this host
+    ensure_ray(config.get("ray_address"))
     job = WorkerJob(config["plan"], config["output_dir"], str(folder / "work"))
     failed = None
     try:

@@ -66,9 +66,11 @@ def test_a_body_that_is_not_a_mapping_is_422(client, store, body):
     assert total_jobs(store) == 0
 
 
-def test_a_too_large_body_is_422(client, store, spec):
+def test_a_too_large_body_is_413_naming_the_body(client, store, spec):
     spec["padding"] = "x" * 1_000_001
-    assert problem_fields(submit(client, spec)) == {"<body>"}
+    response = submit(client, spec)
+    assert response.status_code == 413
+    assert [p["field"] for p in response.json()["detail"]] == ["<body>"]
     assert total_jobs(store) == 0
 
 
@@ -116,11 +118,12 @@ def test_a_hub_dataset_id_is_accepted(client, spec):
     assert submit(client, spec).status_code == 201
 
 
-def test_an_output_dir_inside_the_roots_is_accepted_and_outside_refused(client, spec, roots, tmp_path):
-    assert submit(client, {**spec, "output": {"dir": str(roots["outputs"] / "run1")}}).status_code == 201
-    response = submit(client, {**spec, "output": {"dir": str(tmp_path / "elsewhere")}})
-    assert problem_fields(response) == {"output.dir"}
-    assert str(roots["outputs"].resolve()) in response.json()["detail"][0]["message"]
+def test_an_output_dir_in_the_owners_area_is_accepted_and_elsewhere_refused(client, spec, roots, tmp_path):
+    assert submit(client, {**spec, "output": {"dir": str(roots["outputs"] / "alice" / "run1")}}).status_code == 201
+    for elsewhere in (tmp_path / "elsewhere", roots["outputs"] / "run1", roots["outputs"] / "bob" / "run1"):
+        response = submit(client, {**spec, "output": {"dir": str(elsewhere)}})
+        assert problem_fields(response) == {"output.dir"}
+        assert str(roots["outputs"].resolve() / "alice") in response.json()["detail"][0]["message"]
 
 
 def test_trust_remote_code_is_refused_unless_allowed(client, spec, settings):

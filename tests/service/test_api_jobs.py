@@ -155,7 +155,7 @@ def test_prometheus_exposes_a_running_jobs_latest_step(client, store, spec):
     make_running(store, job_id)
     token = store.issue_worker_token(job_id)
     post_records(client, job_id, token, [step(1), step(2, loss=0.5)])
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=ADMIN).text
     for name, value in [("effft_job_tokens_per_second", 1234.5), ("effft_job_mfu", 0.25),
                         ("effft_job_memory_peak_bytes", float(3 * 2**30)),
                         ("effft_job_memory_predicted_bytes", float(4 * 2**30)), ("effft_job_step", 2.0),
@@ -170,7 +170,7 @@ def test_prometheus_exposes_a_running_jobs_latest_step(client, store, spec):
 def test_prometheus_leaves_out_jobs_without_records(client, store, spec):
     job_id = submitted(client, spec)
     make_running(store, job_id)
-    assert f'job_id="{job_id}"' not in client.get("/metrics").text
+    assert f'job_id="{job_id}"' not in client.get("/metrics", headers=ADMIN).text
 
 
 # -- dry run, inventory, health, docs -----------------------------------------------------------------------------

@@ -38,10 +38,10 @@ def queue(store, tiny_model, chat_data):
 
 
 @pytest.fixture
-def settings(tmp_path):  # SQLite only: the scheduler's own store above, not the parametrized one
+def settings(tmp_path, tiny_model, chat_data):  # SQLite only: the scheduler's own store above
     from service.settings import Settings
 
-    return Settings(data_dir=tmp_path / "data")
+    return Settings(data_dir=tmp_path / "data", dataset_roots=[tiny_model, chat_data.parent, tmp_path])
 
 
 def ray_id(job_id: str) -> str:
@@ -50,7 +50,7 @@ def ray_id(job_id: str) -> str:
 
 def test_a_queued_job_is_planned_and_submitted(scheduler, store, cluster, queue, settings):
     job_id = queue()
-    scheduler.tick()
+    scheduler.tick(wait=60)
     job = store.get(job_id)
     assert job.state == State.RUNNING, job.message
     assert job.plan is not None and job.plan["gpus"] == 1
@@ -66,21 +66,21 @@ def test_a_queued_job_is_planned_and_submitted(scheduler, store, cluster, queue,
     assert config["output_dir"] == str(job_file.parent / "output")
     assert stat.S_IMODE(job_file.stat().st_mode) == 0o600
     assert [e.to_state for e in store.events(job_id)] == ["queued", "planning", "running"]
-    scheduler.tick()  # still running on Ray: nothing more happens
+    scheduler.tick(wait=60)  # still running on Ray: nothing more happens
     assert len(cluster.submitted) == 1 and store.get(job_id).state == State.RUNNING
 
 
 def test_a_second_job_waits_for_the_only_gpu_and_starts_when_it_is_free(scheduler, store, cluster, queue):
     first, second = queue("first"), queue("second")
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert store.get(first).state == State.RUNNING
     waiting = store.get(second)
     assert waiting.state == State.WAITING and waiting.plan is not None
     assert "0 free" in store.events(second)[-1].reason
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert store.get(second).state == State.WAITING
     cluster.statuses[ray_id(first)] = "SUCCEEDED"
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert store.get(first).state == State.SUCCEEDED
     assert store.get(second).state == State.RUNNING
     assert [s[0] for s in cluster.submitted] == [first, second]
@@ -88,7 +88,7 @@ def test_a_second_job_waits_for_the_only_gpu_and_starts_when_it_is_free(schedule
 
 def run_one(scheduler, store, queue) -> str:
     job_id = queue()
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert store.get(job_id).state == State.RUNNING
     return job_id
 
@@ -96,7 +96,7 @@ def run_one(scheduler, store, queue) -> str:
 def test_ray_success_ends_the_job_succeeded(scheduler, store, cluster, queue):
     job_id = run_one(scheduler, store, queue)
     cluster.statuses[ray_id(job_id)] = "SUCCEEDED"
-    scheduler.tick()
+    scheduler.tick(wait=60)
     job = store.get(job_id)
     assert (job.state, job.cause) == (State.SUCCEEDED, None)
     assert job.finished_at is not None
@@ -106,7 +106,7 @@ def test_ray_failure_with_an_out_of_memory_error_is_cause_oom(scheduler, store, 
     job_id = run_one(scheduler, store, queue)
     cluster.statuses[ray_id(job_id)] = "FAILED"
     cluster.log_text[ray_id(job_id)] = "step 3\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB\n"
-    scheduler.tick()
+    scheduler.tick(wait=60)
     job = store.get(job_id)
     assert (job.state, job.cause) == (State.FAILED, "oom")
     assert job.message.startswith("torch.OutOfMemoryError")
@@ -116,7 +116,7 @@ def test_ray_failure_otherwise_is_cause_worker(scheduler, store, cluster, queue)
     job_id = run_one(scheduler, store, queue)
     cluster.statuses[ray_id(job_id)] = "FAILED"
     cluster.log_text[ray_id(job_id)] = "Traceback\nKeyError: 'labels'\n"
-    scheduler.tick()
+    scheduler.tick(wait=60)
     job = store.get(job_id)
     assert (job.state, job.cause, job.message) == (State.FAILED, "worker", "KeyError: 'labels'")
 
@@ -124,7 +124,7 @@ def test_ray_failure_otherwise_is_cause_worker(scheduler, store, cluster, queue)
 def test_ray_failure_without_logs_says_so(scheduler, store, cluster, queue):
     job_id = run_one(scheduler, store, queue)
     cluster.statuses[ray_id(job_id)] = "FAILED"
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert (store.get(job_id).cause, store.get(job_id).message) == ("worker", "Ray job failed")
 
 
@@ -132,7 +132,7 @@ def test_ray_failure_without_logs_says_so(scheduler, store, cluster, queue):
 def test_a_running_job_that_ray_lost_or_stopped_is_cause_system(scheduler, store, cluster, queue, status):
     job_id = run_one(scheduler, store, queue)
     cluster.statuses[ray_id(job_id)] = status
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert (store.get(job_id).state, store.get(job_id).cause) == (State.FAILED, "system")
 
 
@@ -140,7 +140,7 @@ def test_a_dataset_with_bad_rows_fails_as_bad_input(scheduler, store, cluster, q
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"messages": [{"role": "user", "content": "hi"}]},
                                                {"messages": "not a list"}])
     job_id = queue(dataset=bad)
-    scheduler.tick()
+    scheduler.tick(wait=60)
     job = store.get(job_id)
     assert (job.state, job.cause) == (State.FAILED, "bad_input"), job.message
     assert job.message and job.finished_at is not None
@@ -149,13 +149,13 @@ def test_a_dataset_with_bad_rows_fails_as_bad_input(scheduler, store, cluster, q
 
 def test_a_missing_dataset_fails_as_bad_input(scheduler, store, cluster, queue, tmp_path):
     job_id = queue(dataset=tmp_path / "nothing.jsonl")
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert (store.get(job_id).state, store.get(job_id).cause) == (State.FAILED, "bad_input")
 
 
 def test_a_job_too_big_for_the_cluster_fails_as_infeasible(scheduler, store, cluster, queue):
     job_id = queue(resources={"gpus": 1, "max_memory_fraction": 0.0001})
-    scheduler.tick()
+    scheduler.tick(wait=60)
     job = store.get(job_id)
     assert (job.state, job.cause) == (State.FAILED, "infeasible"), job.message
     assert cluster.submitted == []
@@ -164,11 +164,11 @@ def test_a_job_too_big_for_the_cluster_fails_as_infeasible(scheduler, store, clu
 def test_cancelling_a_running_job_stops_it_on_ray_then_ends_cancelled(scheduler, store, cluster, queue):
     job_id = run_one(scheduler, store, queue)
     assert store.transition(job_id, State.RUNNING, State.CANCELLING, "cancelled by alice")
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert cluster.stopped == [ray_id(job_id)]
     assert store.get(job_id).state == State.CANCELLING
     cluster.statuses[ray_id(job_id)] = "STOPPED"
-    scheduler.tick()
+    scheduler.tick(wait=60)
     job = store.get(job_id)
     assert (job.state, job.cause) == (State.CANCELLED, None)
     assert [e.to_state for e in store.events(job_id)][-2:] == ["cancelling", "cancelled"]
@@ -178,17 +178,17 @@ def test_a_cancelled_job_that_finished_first_ends_succeeded(scheduler, store, cl
     job_id = run_one(scheduler, store, queue)
     store.transition(job_id, State.RUNNING, State.CANCELLING)
     cluster.statuses[ray_id(job_id)] = "SUCCEEDED"
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert store.get(job_id).state == State.SUCCEEDED
     assert cluster.stopped == []
 
 
 def test_a_cancelled_waiting_job_is_never_submitted(scheduler, store, cluster, queue):
     first, second = queue("first"), queue("second")
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert store.transition(second, State.WAITING, State.CANCELLED)
     cluster.statuses[ray_id(first)] = "SUCCEEDED"
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert [s[0] for s in cluster.submitted] == [first]
     assert store.get(second).state == State.CANCELLED
 
@@ -199,7 +199,7 @@ def test_reconcile_puts_a_job_caught_mid_planning_back_in_the_queue(scheduler, s
     scheduler.reconcile()
     assert store.get(job_id).state == State.QUEUED
     assert [e.to_state for e in store.events(job_id)] == ["queued", "planning", "queued"]
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert store.get(job_id).state == State.RUNNING
 
 
@@ -223,11 +223,11 @@ def test_a_failing_submit_waits_and_retries_without_blocking_the_pass(store, set
     refusing = RefusingCluster(cluster, known=set())
     scheduler = Scheduler(store, settings, refusing, "http://testserver")
     first = queue("first")
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert store.get(first).state == State.WAITING  # planned, submit failed: retried by the waiting pass
-    scheduler.tick()  # the retry fails again; the pass goes on
+    scheduler.tick(wait=60)  # the retry fails again; the pass goes on
     scheduler.cluster = cluster
-    scheduler.tick()
+    scheduler.tick(wait=60)
     assert store.get(first).state == State.RUNNING
 
 
@@ -235,6 +235,6 @@ def test_a_job_ray_already_runs_is_adopted_and_keeps_its_worker_token(store, set
     job_id = queue("adopted")
     token = store.issue_worker_token(job_id)
     scheduler = Scheduler(store, settings, RefusingCluster(cluster, known={job_id}), "http://testserver")
-    scheduler.tick()
+    scheduler.tick(wait=60)
     job = store.get(job_id)
     assert job.state == State.RUNNING and job.ray_job_id == job_id and job.worker_token == token

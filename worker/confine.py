@@ -1,0 +1,103 @@
+"""Where one job may read and write: every path resolved (symlinks too, files inside folders too).
+
+The service builds a Confinement per job owner, checks it at submit and before planning, and
+passes it in the job file, so the job's driver checks again right before it reads. The rules
+are paths in, reasons out: no I/O beyond listing folders and resolving links.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_ENTRIES = 20_000  # files and folders checked inside one model or dataset folder
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+@dataclass(frozen=True)
+class Confinement:
+    read_roots: tuple[Path, ...]  # datasets and local models are read only under these
+    output_roots: tuple[Path, ...]  # each owner writes (and reads) only its own area of these
+    owner: str
+    private: tuple[Path, ...] = ()  # never read or written: the service's run folders
+    private_files_in: tuple[Path, ...] = ()  # folders whose own files are the service's (the data dir's database)
+
+    @property
+    def owner_areas(self) -> tuple[Path, ...]:
+        return tuple(root / self.owner for root in self.output_roots)
+
+    def _private(self, path: Path) -> bool:
+        if any(_within(path, folder) for folder in self.private):
+            return True
+        if path.parent in self.private_files_in and not path.is_dir():
+            return True
+        # another owner's area of an output root (its trained models)
+        return any(_within(path, root) and not _within(path, root / self.owner) for root in self.output_roots)
+
+    def unreadable(self, path: Path) -> str | None:
+        """Why `path` (a file or folder, already resolved) may not be read; None when it may."""
+        if not any(_within(path, root) for root in (*self.read_roots, *self.owner_areas)):
+            return "outside the roots this server reads"
+        return "a private file of the service or another user" if self._private(path) else None
+
+    def unwritable(self, path: Path) -> str | None:
+        if not any(_within(path, area) for area in self.owner_areas):
+            return "outside your own area of the output roots"
+        return "a private folder of the service" if self._private(path) else None
+
+    def to_dict(self) -> dict:
+        return {"read_roots": [str(p) for p in self.read_roots], "output_roots": [str(p) for p in self.output_roots],
+                "owner": self.owner, "private": [str(p) for p in self.private],
+                "private_files_in": [str(p) for p in self.private_files_in]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Confinement:
+        paths = {key: tuple(Path(p) for p in data[key])
+                 for key in ("read_roots", "output_roots", "private", "private_files_in")}
+        return cls(owner=data["owner"], **paths)
+
+
+def entries_read(path: Path) -> list[tuple[Path, Path]]:
+    """(as named, resolved) for the path and, for a folder, everything inside it that a reader could open.
+
+    Symlinked folders inside are not followed: their resolved target is checked like any entry.
+    """
+    found = [(path, path.resolve())]
+    if not path.is_dir() or path.is_symlink() and not path.resolve().is_dir():
+        return found
+    for folder, dirs, files in os.walk(path.resolve()):
+        for name in (*dirs, *files):
+            entry = Path(folder) / name
+            found.append((entry, entry.resolve()))
+            if len(found) > MAX_ENTRIES:
+                raise ValueError(f"holds more than {MAX_ENTRIES:,} files and folders; point to the folder itself")
+    return found
+
+
+def read_problem(confinement: Confinement, path: str) -> str | None:
+    """Why the dataset or model at `path` may not be read, naming the offending entry; None when it may."""
+    named = Path(path).expanduser()
+    try:
+        entries = entries_read(named)
+    except (OSError, ValueError) as error:
+        return str(error)
+    for entry, resolved in entries:
+        reason = confinement.unreadable(resolved)
+        if reason is not None:
+            shown = "it" if entry == named else f"{entry} (inside it)"
+            target = f" (it resolves to {resolved})" if resolved != entry.absolute() else ""
+            return f"{shown} is {reason}{target}"
+    return None
+
+
+def write_problem(confinement: Confinement, path: str) -> str | None:
+    resolved = Path(path).expanduser().resolve()
+    reason = confinement.unwritable(resolved)
+    if reason is None:
+        return None
+    target = f" (it resolves to {resolved})" if resolved != Path(path).expanduser().absolute() else ""
+    return f"it is {reason}{target}"
