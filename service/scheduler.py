@@ -49,8 +49,9 @@ class Planning:
 
 
 class Scheduler:
-    def __init__(self, store: JobStore, settings: Settings, cluster, api_url: str):
+    def __init__(self, store: JobStore, settings: Settings, cluster, api_url: str, clock=time.monotonic):
         self.store, self.settings, self.cluster, self.api_url = store, settings, cluster, api_url
+        self.clock = clock  # planning deadlines are measured on it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._planning: dict[str, Planning] = {}
@@ -111,7 +112,7 @@ class Scheduler:
                               message=message)
 
     def _begin_planning(self, job) -> None:
-        planning = Planning(job.id, time.monotonic() + self.settings.planning_timeout_seconds)
+        planning = Planning(job.id, self.clock() + self.settings.planning_timeout_seconds)
         planning.thread = threading.Thread(target=self._plan_outcome, args=(job, planning.outcome),
                                            name=f"effft-plan-{job.id}", daemon=True)
         self._planning[job.id] = planning
@@ -120,7 +121,7 @@ class Scheduler:
     def _reap_planning(self) -> None:
         """Start (or fail) each job whose planning ended; fail each that ran past the time limit."""
         for job_id, planning in list(self._planning.items()):
-            if planning.thread.is_alive() and time.monotonic() < planning.deadline:
+            if planning.thread.is_alive() and self.clock() < planning.deadline:
                 continue
             del self._planning[job_id]  # a thread past its deadline is abandoned: its outcome is never read
             limit = self.settings.planning_timeout_seconds

@@ -30,7 +30,8 @@ def detect_format(row: dict, text_field: str) -> str:
         return "alpaca"
     if text_field in row:
         return "text"
-    raise DataError("dataset.format", "auto", f"the first row has fields {sorted(row)}, none of the expected "
+    # the row's own field names are not echoed: an error message never carries file content
+    raise DataError("dataset.format", "auto", f"the first row has {len(row)} field(s), none of the expected "
                     f"ones: 'messages' (chat), 'instruction' + 'output' (alpaca) or '{text_field}' (text; "
                     "set dataset.text_field to the column that holds the text)")
 
@@ -38,7 +39,7 @@ def detect_format(row: dict, text_field: str) -> str:
 def check_row(row: dict, fmt: str, text_field: str, number: int) -> None:
     """A clear error naming the row when it lacks what its format needs."""
     def fail(what: str):
-        raise DataError("dataset", f"row {number}", f"{what} (format {fmt}); fields present: {sorted(row)}")
+        raise DataError("dataset", f"row {number}", f"{what} (format {fmt})")
 
     if fmt == "text" and not isinstance(row.get(text_field), str):
         fail(f"needs a string field '{text_field}'")

@@ -53,7 +53,7 @@ def lora_job(server, name: str, steps: int) -> Path:
     job = yaml.safe_load((server["data"] / "example" / "job.yaml").read_text())
     job.update({"name": name, "method": "lora"})
     job["training"].update({"max_steps": steps, "learning_rate": 1e-2})
-    job["output"] = {"dir": str(server["data"] / "outputs" / name)}
+    job["output"] = {"dir": str(server["data"] / "outputs" / "admin" / name)}  # the admin token's own area
     path = server["data"] / "example" / f"{name}.yaml"
     path.write_text(yaml.safe_dump(job))
     return path

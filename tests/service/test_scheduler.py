@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 
 import pytest
 
@@ -238,3 +239,87 @@ def test_a_job_ray_already_runs_is_adopted_and_keeps_its_worker_token(store, set
     scheduler.tick(wait=60)
     job = store.get(job_id)
     assert job.state == State.RUNNING and job.ray_job_id == job_id and job.worker_token == token
+
+
+# -- planning off the loop, within a time limit, against the files as they are then (issue 9) --------------------
+
+
+def test_a_job_stuck_planning_blocks_neither_following_nor_cancelling_and_times_out(store, settings, cluster, queue,
+                                                                                    monkeypatch):
+    import threading
+
+    import worker.standalone
+
+    release = threading.Event()
+    real_profile = worker.standalone.profile_dataset
+
+    def slow_hub_fetch(spec):
+        if spec.name == "slow":
+            release.wait(60)  # a hub fetch that hangs
+        return real_profile(spec)
+
+    monkeypatch.setattr(worker.standalone, "profile_dataset", slow_hub_fetch)
+    now = [0.0]
+    settings.planning_timeout_seconds = 100
+    scheduler = Scheduler(store, settings, cluster, "http://testserver", clock=lambda: now[0])
+    slow, fast = queue("slow"), queue("fast")
+    scheduler.tick(wait=5)
+    assert store.get(fast).state == State.RUNNING  # planned and started while "slow" still hangs
+    assert store.get(slow).state == State.PLANNING
+    cluster.statuses[ray_id(fast)] = "SUCCEEDED"
+    scheduler.tick()
+    assert store.get(fast).state == State.SUCCEEDED
+    now[0] = 101
+    scheduler.tick()
+    job = store.get(slow)
+    assert (job.state, job.cause) == (State.FAILED, "bad_input") and "longer than 100 s" in job.message
+    release.set()
+    time.sleep(0.5)
+    scheduler.tick()
+    assert store.get(slow).state == State.FAILED and [s[0] for s in cluster.submitted] == [fast]
+
+
+def test_a_dataset_swapped_for_a_link_outside_after_submit_fails_at_planning(scheduler, store, cluster, queue,
+                                                                            tmp_path):
+    data = write_jsonl(tmp_path / "swap.jsonl", [{"text": "hello"}])
+    job_id = queue(dataset=data)
+    data.unlink()
+    data.symlink_to("/etc/passwd")
+    scheduler.tick(wait=60)
+    job = store.get(job_id)
+    assert (job.state, job.cause) == (State.FAILED, "bad_input") and "root:" not in job.message
+    assert cluster.submitted == []
+
+
+def test_the_job_file_names_its_ray_cluster_and_confinement(store, settings, cluster, queue):
+    cluster.address = "127.0.0.1:6390"
+    scheduler = Scheduler(store, settings, cluster, "http://testserver")
+    job_id = queue()
+    scheduler.tick(wait=60)
+    config = json.loads((settings.data_dir.resolve() / "runs" / job_id / "job.json").read_text())
+    assert config["ray_address"] == "127.0.0.1:6390"  # never `auto`: another server's head may be on this host
+    assert config["confinement"]["owner"] == "alice"
+    assert stat.S_IMODE((settings.data_dir.resolve() / "runs").stat().st_mode) == 0o700
+
+
+def test_the_driver_checks_the_confinement_again_and_connects_by_address(store, settings, cluster, queue, tmp_path,
+                                                                         monkeypatch):
+    import worker.job_main as job_main
+    from worker.errors import DataError
+
+    cluster.address = "127.0.0.1:6390"
+    data = write_jsonl(tmp_path / "late.jsonl", [{"text": "hello"}])
+    job_id = queue(dataset=data)
+    Scheduler(store, settings, cluster, "http://testserver").tick(wait=60)
+    job_file = settings.data_dir.resolve() / "runs" / job_id / "job.json"
+    connected = []
+    monkeypatch.setattr(job_main, "ensure_ray", lambda address=None: connected.append(address))
+    monkeypatch.setattr(job_main, "run_on_ray", lambda *args: None)
+    monkeypatch.setattr(job_main.Shipper, "start", lambda self: self)
+    monkeypatch.setattr(job_main.Shipper, "drain", lambda self, seconds: True)
+    assert job_main.main(str(job_file)) == 0
+    assert connected == ["127.0.0.1:6390"]
+    data.unlink()
+    data.symlink_to("/etc/passwd")  # swapped after planning
+    with pytest.raises(DataError, match="outside the roots"):
+        job_main.main(str(job_file))
