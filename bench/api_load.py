@@ -45,7 +45,7 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 
 
 def job_body(data_dir: str, index: int, tag: str) -> str:
-    return (f"name: {tag}-{index}\nmodel: meta-llama/Llama-2-7b-hf\ndataset: {data_dir}/data.jsonl\n"
+    return (f"name: {tag}-{index}\nmodel: meta-llama/Llama-2-7b-hf\ndataset: {data_dir}/data/data.jsonl\n"
             "method: lora\ntraining: {max_steps: 10}\n")
 
 

@@ -7,68 +7,26 @@ Unknown keys are rejected and every problem is reported at once, each with its f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.errors import FieldProblem, SpecError
-
-Auto = Literal["auto"]
-MAX_STEPS = 10_000_000  # optimizer steps; also the bound of every other step count
-MAX_TOKENS = 1_048_576  # seq_len: 2**20, beyond any model's context
-MAX_BATCH = 1_048_576  # samples per optimizer step
-MAX_PATH_CHARS = 4096
-
-
-def _auto_or_int(low: int, high: int):
-    def check(value: Any) -> Any:
-        if value == "auto" or value is None:
-            return "auto"
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"must be 'auto' or a whole number from {low:,} to {high:,}")
-        return value
-
-    return check
+from planner.spec_types import (
+    MAX_BATCH,
+    MAX_PATH_CHARS,
+    MAX_STEPS,
+    MAX_TOKENS,
+    AutoBool,
+    AutoInt,
+    Names,
+    StrictModel,
+    Text,
+    Whole,
+)
 
 
-def _auto_or_bool(value: Any) -> Any:
-    if value == "auto" or value is None:
-        return "auto"
-    if not isinstance(value, bool):
-        raise ValueError("must be 'auto', true or false")
-    return value
-
-
-def _plain_text(value: str) -> str:
-    """Text that any JSON, database or file system takes: valid UTF-8, no control characters."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("is not valid UTF-8 text (it holds a lone UTF-16 surrogate); send the character itself, "
-                         "or a JSON surrogate pair") from None
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("holds a control character (a NUL byte, a newline, ...); remove it")
-    return value
-
-
-def AutoInt(low: int = 1, high: int = MAX_STEPS):  # noqa: N802 - a type factory reads as a type
-    return Annotated[Union[Auto, int], BeforeValidator(_auto_or_int(low, high))]
-
-
-def Text(max_length: int = 256, min_length: int = 0):  # noqa: N802
-    return Annotated[str, Field(min_length=min_length, max_length=max_length), AfterValidator(_plain_text)]
-
-
-AutoBool = Annotated[Union[Auto, bool], BeforeValidator(_auto_or_bool)]
-Names = Annotated[list[Text(256, 1)], Field(min_length=1, max_length=512)]  # module names
-
-
-class _Strict(BaseModel):
-    # strict: `true` is not 1 and 1.5 is not a step count; no NaN or infinity anywhere
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-
-class ModelSource(_Strict):
+class ModelSource(StrictModel):
     """Where the base model comes from."""
 
     path: Text(MAX_PATH_CHARS, 1)  # a Hugging Face id ("org/name") or a local folder
@@ -76,44 +34,49 @@ class ModelSource(_Strict):
     trust_remote_code: bool = False  # run the model's own Python code; operators may forbid it
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(StrictModel):
     """The training data: JSONL, Parquet, text files, or a `datasets` id."""
 
     path: Text(MAX_PATH_CHARS, 1)
     format: Literal["auto", "text", "alpaca", "chat"] = "auto"
     text_field: Text(256, 1) = "text"  # the column read by the text format
     split: Text(256, 1) = "train"  # the split of a `datasets` id
-    max_samples: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    max_samples: Whole | None = Field(default=None, ge=1, le=1_000_000_000)
 
 
-class LoraSpec(_Strict):
-    r: int = Field(default=16, ge=1, le=4096)
+class LoraSpec(StrictModel):
+    r: Whole = Field(default=16, ge=1, le=4096)
     alpha: float = Field(default=32, gt=0, le=65_536)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: Union[Literal["all-linear"], Names] = "all-linear"
 
 
-class Ia3Spec(_Strict):
+class Ia3Spec(StrictModel):
     target_modules: Union[Literal["auto"], Names] = "auto"  # auto: peft's default for the model type
     feedforward_modules: Union[Literal["auto"], Names] = "auto"
 
 
-class EvalSpec(_Strict):
+class EvalSpec(StrictModel):
     fraction: float = Field(default=0.0, ge=0, lt=1)  # share of the dataset held out for eval
-    every_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)  # None: only at the end
+    every_steps: Whole | None = Field(default=None, ge=1, le=MAX_STEPS)  # None: only at the end
     exact_match: bool = False  # also generate answers for held-out rows and score them, before and after
 
 
-class TrainingSpec(_Strict):
-    max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)  # optimizer steps; give this or epochs
+class TrainingSpec(StrictModel):
+    # for /docs and schema-driven clients: exactly one of the two (checked below for everyone else)
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["max_steps"], "properties": {"max_steps": {"type": "integer"}}},
+        {"required": ["epochs"], "properties": {"epochs": {"type": "number"}}}]})
+
+    max_steps: Whole | None = Field(default=None, ge=1, le=MAX_STEPS)  # optimizer steps; give this or epochs
     epochs: float | None = Field(default=None, gt=0, le=1000)
-    effective_batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)  # samples per optimizer step, over all GPUs
+    effective_batch_size: Whole = Field(default=16, ge=1, le=MAX_BATCH)  # samples per optimizer step, over all GPUs
     learning_rate: float = Field(default=2.0e-4, gt=0, lt=1)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup: float = Field(default=0.03, ge=0, le=MAX_STEPS)  # < 1: a share of the steps; >= 1: a number of steps
     weight_decay: float = Field(default=0.0, ge=0, le=10)
     max_grad_norm: float = Field(default=1.0, ge=0, le=1_000_000)
-    seed: int = Field(default=42, ge=0, le=2**32 - 1)  # numpy seeds are 32-bit
+    seed: Whole = Field(default=42, ge=0, le=2**32 - 1)  # numpy seeds are 32-bit
     eval: EvalSpec = EvalSpec()
     checkpoint_every_steps: AutoInt() = "auto"  # auto: about every 10 minutes of predicted step time
 
@@ -126,18 +89,18 @@ class TrainingSpec(_Strict):
         return self
 
 
-class ResourcesSpec(_Strict):
+class ResourcesSpec(StrictModel):
     gpus: AutoInt(1, 4096) = "auto"  # auto: every GPU of the chosen type that the cluster has
     gpu_type: Text(64, 1) | None = None  # e.g. "A100-80GB"; None: the type with the most memory
     max_memory_fraction: float = Field(default=0.9, gt=0, le=1)  # share of each GPU the plan may fill
 
 
-class OutputSpec(_Strict):
+class OutputSpec(StrictModel):
     dir: Text(MAX_PATH_CHARS, 1) | None = None  # where the adapter or model is written; None: the service decides
     merge_adapter: bool = False  # also write the base model with the adapter merged in
 
 
-class JobSpec(_Strict):
+class JobSpec(StrictModel):
     """A fine-tuning job. README documents every field."""
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -15,6 +15,7 @@ from planner import InfeasibleError, PlannerError, SpecError, plan_job
 from planner.errors import FieldProblem
 from service.auth import Caller, caller_for, metrics_scope
 from service.body import BadInput, json_body, spec_from
+from service.openapi import JOB_BODY, with_job_schema
 from service.records import checked_record, store_records
 from service.settings import Settings
 from service.states import CANCEL_TARGET, State
@@ -63,9 +64,9 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
 
     v1 = APIRouter(prefix="/v1")
 
-    @v1.post("/jobs", status_code=201)
+    @v1.post("/jobs", status_code=201, openapi_extra=JOB_BODY)
     async def submit(request: Request, response: Response, who: Caller = Depends(caller),
-                     idempotency_key: str | None = Header(default=None, max_length=200)):
+                     idempotency_key: str | None = Header(default=None, min_length=1, max_length=200)):
         spec = await spec_from(request, settings, who.user)
         try:  # the store blocks: keep it off the event loop
             job, created = await run_in_threadpool(store.submit, who.user, spec.model_dump(mode="json"),
@@ -143,7 +144,7 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
             raise BadInput([FieldProblem("records", None, str(error))]) from None
         return {"stored_steps": await run_in_threadpool(store_records, store, job, records)}
 
-    @v1.post("/plan")
+    @v1.post("/plan", openapi_extra=JOB_BODY)
     async def dry_run(request: Request, who: Caller = Depends(caller)):
         spec = await spec_from(request, settings, who.user)
         try:  # the inventory asks Ray, and planning reads the model's config: both block
@@ -174,4 +175,4 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
         scope = metrics_scope(settings, authorization)
         return Response(generate_latest(services.registry_for(scope)), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return with_job_schema(app)

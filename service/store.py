@@ -44,6 +44,7 @@ class JobStore:
 
     def submit(self, owner: str, spec: dict, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Store a queued job; with a key seen before (same owner, same body) return that job instead."""
+        idempotency_key = idempotency_key or None  # an empty key is no key (it would collide with every other)
         if idempotency_key:
             earlier = self._by_key(owner, idempotency_key)
             if earlier is not None:

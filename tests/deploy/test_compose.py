@@ -92,16 +92,37 @@ def test_constraints_pin_every_package():
     assert lines and all(re.match(r"^[\w.\-\[\],]+==[\w.]+$", line) for line in lines), lines
 
 
-def test_prometheus_scrapes_the_api_port_the_stack_exposes():
+def test_prometheus_scrapes_the_api_port_the_stack_exposes_with_the_metrics_token():
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["effft"]["static_configs"][0]["targets"] == ["api:8321"]
     assert "8321:8321" in SERVICES["api"]["ports"]
     assert {"ray-head", "ray-workers"} <= set(jobs)
+    # the token file Prometheus reads is the compose config made from the same variable the API trusts
+    token_file = jobs["effft"]["authorization"]["credentials_file"]
+    mounted = {c["target"]: c["source"] for c in SERVICES["prometheus"]["configs"]}
+    assert COMPOSE["configs"][mounted[token_file]] == {"environment": "EFFFT_METRICS_TOKEN"}
+    assert "${EFFFT_METRICS_TOKEN:" in SERVICES["api"]["environment"]["EFFFT_METRICS_TOKENS"]
+    assert "EFFFT_METRICS_TOKEN=" in (ROOT / ".env.example").read_text()
+
+
+def test_only_services_with_their_own_login_listen_beyond_loopback():
+    """Ray's job API runs code and Prometheus shows every job's series, with no auth: neither is published on the
+    host's network. The API (bearer tokens) and Grafana (its admin login) are."""
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            assert name in ("api", "grafana") or port.startswith("127.0.0.1:"), f"{name} publishes {port}"
+    assert "postgres" not in {name for name, service in SERVICES.items() if service.get("ports")}
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool comes with Debian's prometheus package")
-def test_promtool_accepts_the_prometheus_config():
-    done = subprocess.run(["promtool", "check", "config", str(ROOT / "deploy" / "prometheus" / "prometheus.yml")],
+def test_promtool_accepts_the_prometheus_config(tmp_path):
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    for job in config["scrape_configs"]:  # promtool checks that the token file exists: give it one here
+        if "authorization" in job:
+            (tmp_path / "token").write_text("t")
+            job["authorization"]["credentials_file"] = str(tmp_path / "token")
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    done = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

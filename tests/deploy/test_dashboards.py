@@ -168,7 +168,7 @@ def exposition(tmp_path_factory) -> str:
                 posted = client.post(f"/v1/jobs/{job_id}/records", json={"records": [step, summary]},
                                      headers=auth(token))
                 assert posted.status_code == 200, posted.text
-                response = client.get("/metrics")
+                response = client.get("/metrics", headers=auth(ADMIN_TOKEN))  # every job's series
                 assert response.status_code == 200
                 return response.text
         finally:

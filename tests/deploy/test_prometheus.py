@@ -62,8 +62,10 @@ def api(tmp_path):
 def prometheus(tmp_path, api):
     """Prometheus scraping the API every second, with the stack's job name."""
     port = free_port()
+    (tmp_path / "token").write_text(TOKEN)  # per-job series need a token, as deploy/prometheus/prometheus.yml has
     config = {"global": {"scrape_interval": "1s"},
-              "scrape_configs": [{"job_name": "effft", "static_configs": [{"targets": [f"127.0.0.1:{api['port']}"]}]}]}
+              "scrape_configs": [{"job_name": "effft", "static_configs": [{"targets": [f"127.0.0.1:{api['port']}"]}],
+                                  "authorization": {"type": "Bearer", "credentials_file": str(tmp_path / "token")}}]}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     process = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],

@@ -64,7 +64,7 @@ def test_submit_follow_reaches_succeeded_with_every_step_stored_and_exported(ser
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout and "Run summary" in done.stdout
     job_id = done.stdout.split("submitted ")[1].split()[0]
-    assert (server["data"] / "outputs" / "e2e" / "adapter_model.safetensors").exists()
+    assert (server["data"] / "outputs" / "admin" / "e2e" / "adapter_model.safetensors").exists()
     steps = [m["step"] for m in get(server["url"], server["token"], f"/v1/jobs/{job_id}/metrics")["items"]]
     assert steps == [1, 2, 3, 4, 5, 6]
     exposition = get(server["url"], server["token"], "/metrics")
