@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
@@ -23,6 +24,7 @@ from service.store import IdempotencyConflict, JobStore
 from service.views import SafeJSONResponse, event_view, job_view, metric_view, problems_view
 
 MAX_RECORDS_BYTES = 8_000_000  # one shipped batch of step records
+DRY_RUN_SECONDS = 120.0  # POST /v1/plan waits this long for a hub fetch; the scheduler has its own limit
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -147,9 +149,12 @@ def create_app(settings: Settings, store: JobStore, services) -> FastAPI:
     @v1.post("/plan", openapi_extra=JOB_BODY)
     async def dry_run(request: Request, who: Caller = Depends(caller)):
         spec = await spec_from(request, settings, who.user)
-        try:  # the inventory asks Ray, and planning reads the model's config: both block
-            inventory = await run_in_threadpool(services.inventory)
-            return (await run_in_threadpool(plan_job, spec, inventory)).to_dict()
+        try:  # the inventory asks Ray, and planning reads the model's config (maybe from the hub): both block
+            planning = run_in_threadpool(lambda: plan_job(spec, services.inventory()).to_dict())
+            return await asyncio.wait_for(planning, DRY_RUN_SECONDS)
+        except TimeoutError:
+            raise HTTPException(504, f"planning took longer than {DRY_RUN_SECONDS:.0f} s (fetching the model's "
+                                     "config?); try again, or use a local model folder") from None
         except InfeasibleError as error:
             raise HTTPException(422, {"infeasible": str(error), "needed_bytes": error.needed_bytes,
                                       "budget_bytes": error.budget_bytes}) from None
