@@ -154,6 +154,9 @@ class Scheduler:
             outcome.update(cause="system", message=f"{type(error).__name__}: {error}")
 
     def _planned(self, job_id: str, plan: dict) -> None:
+        job = self.store.get(job_id)
+        if job is None or job.state != State.PLANNING:  # cancelled while it was planned: never submit it
+            return
         self.store.set_fields(job_id, plan=plan)
         try:
             self._start(job_id, State.PLANNING, plan)

@@ -323,3 +323,21 @@ def test_the_driver_checks_the_confinement_again_and_connects_by_address(store, 
     data.symlink_to("/etc/passwd")  # swapped after planning
     with pytest.raises(DataError, match="outside the roots"):
         job_main.main(str(job_file))
+
+
+def test_a_job_cancelled_while_it_is_planned_is_never_submitted(store, settings, cluster, queue, monkeypatch):
+    import threading
+
+    import worker.standalone
+
+    release, real_profile = threading.Event(), worker.standalone.profile_dataset
+    monkeypatch.setattr(worker.standalone, "profile_dataset", lambda spec: release.wait(60) and real_profile(spec))
+    scheduler = Scheduler(store, settings, cluster, "http://testserver")
+    job_id = queue()
+    scheduler.tick()
+    assert store.get(job_id).state == State.PLANNING
+    assert store.transition(job_id, State.PLANNING, State.CANCELLED, "cancelled by alice")
+    release.set()
+    scheduler.tick(wait=60)
+    assert store.get(job_id).state == State.CANCELLED
+    assert cluster.submitted == [] and not (settings.data_dir / "runs" / job_id).exists()
