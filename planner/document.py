@@ -15,7 +15,7 @@ import yaml
 
 from planner.errors import FieldProblem, SpecError
 
-MAX_DOCUMENT_BYTES = 1_000_000
+MAX_DOCUMENT_BYTES = 65_536  # a spec is a few hundred bytes; PyYAML reads about 150 KB/s of worst-case input
 MAX_DEPTH = 32  # nested mappings / lists
 MAX_ALIASES = 100  # `*name` references in one document
 MAX_NODES = 20_000  # scalars, lists and mappings after every alias is expanded
@@ -26,9 +26,12 @@ class _LimitedLoader(yaml.SafeLoader):
 
     def __init__(self, stream: str):
         super().__init__(stream)
-        self.depth, self.aliases = 0, 0
+        self.depth, self.aliases, self.nodes = 0, 0, 0
 
     def compose_node(self, parent, index):
+        self.nodes += 1  # stop a long flat list early, before the rest of it is parsed
+        if self.nodes > MAX_NODES:
+            raise _Refused(f"more than {MAX_NODES:,} values; a job spec has about a hundred")
         if self.check_event(yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:

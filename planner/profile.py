@@ -49,10 +49,15 @@ def hf_cache_dir() -> Path:
 def _cached_config(hub_id: str, revision: str | None) -> Path | None:
     repo = hf_cache_dir() / ("models--" + hub_id.replace("/", "--"))
     ref = repo / "refs" / (revision or "main")
-    snapshot = ref.read_text().strip() if ref.is_file() else (revision or "")
+    snapshot = ref.read_text().strip() if _inside(ref, repo) and ref.is_file() else (revision or "")
     candidates = [repo / "snapshots" / snapshot / "config.json"] if snapshot else []
     candidates += sorted((repo / "snapshots").glob("*/config.json")) if not revision else []
-    return next((path for path in candidates if path.is_file()), None)
+    # a revision or a ref's content names a folder: never one outside this model's cache folder
+    return next((path for path in candidates if _inside(path, repo) and path.is_file()), None)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return os.path.normpath(path).startswith(os.path.normpath(folder) + os.sep)
 
 
 def read_config(source: str, revision: str | None = None) -> tuple[dict, str]:
@@ -76,18 +81,21 @@ def read_config(source: str, revision: str | None = None) -> tuple[dict, str]:
 
 def _load_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ModelProfileError(f"cannot read {path}: {error}") from None
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: bad UTF-8, bad JSON
+        raise ModelProfileError(f"cannot read {path}: {type(error).__name__}") from None
+    if not isinstance(config, dict):
+        raise ModelProfileError(f"cannot read {path}: a config.json holds a JSON object")
+    return config
 
 
 def profile_from_config(config: dict, source: str = "<config>", origin: str = "<dict>") -> ModelProfile:
-    # Multimodal wrappers keep the language model's config under text_config.
-    if "text_config" in config and "vocab_size" not in config:
-        config = {**config["text_config"], "tie_word_embeddings": config.get("tie_word_embeddings", False)}
     try:
+        # Multimodal wrappers keep the language model's config under text_config.
+        if "text_config" in config and "vocab_size" not in config:
+            config = {**config["text_config"], "tie_word_embeddings": config.get("tie_word_embeddings", False)}
         arch = arch_from_config(config)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError, OverflowError) as error:
         raise ModelProfileError(f"model {source!r}: cannot read its config ({origin}): {error}") from None
     return ModelProfile(source=source, config_origin=origin, arch=arch)
 

@@ -20,6 +20,7 @@ from planner.spec_types import (
     AutoBool,
     AutoInt,
     Names,
+    Revision,
     StrictModel,
     Text,
     Whole,
@@ -30,7 +31,7 @@ class ModelSource(StrictModel):
     """Where the base model comes from."""
 
     path: Text(MAX_PATH_CHARS, 1)  # a Hugging Face id ("org/name") or a local folder
-    revision: Text(256, 1) | None = None  # a hub branch, tag or commit
+    revision: Revision | None = None  # a hub branch, tag or commit
     trust_remote_code: bool = False  # run the model's own Python code; operators may forbid it
 
 

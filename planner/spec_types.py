@@ -6,6 +6,7 @@ README's "Job spec bounds" lists them.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -71,3 +72,14 @@ Names = Annotated[list[Text(256, 1)], Field(min_length=1, max_length=512)]  # mo
 class StrictModel(BaseModel):
     # strict: `true` is not 1 and 1.5 is not a step count; no NaN or infinity anywhere
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _revision(value: str) -> str:
+    """A hub branch, tag or commit: it names a folder in the HF cache, so it must not climb out of it."""
+    if not REVISION.match(value) or ".." in value.split("/"):
+        raise ValueError("must be a branch, tag or commit: letters, digits and . _ - / (no '..' part)")
+    return value
+
+
+REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,255}$")
+Revision = Annotated[str, AfterValidator(_revision)]

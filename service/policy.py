@@ -46,10 +46,10 @@ def _hub_problem(field: str, path: str, allowed_names: list[str]) -> FieldProble
 
 def _local_problem(field: str, path: str, kind: str, settings: Settings, rules: Confinement) -> FieldProblem | None:
     roots = ", ".join(str(r) for r in (*settings.allowed_dataset_roots, *rules.owner_areas))
-    if not Path(path).expanduser().is_absolute():
+    if not path.startswith("/"):  # `~` would be the server's home, and the readers would not expand it
         return FieldProblem(field, path, f"a {kind} path must be absolute on the server (the CLI resolves "
                                          f"relative paths against the job file); allowed roots: {roots}")
-    reason = read_problem(rules, path)
+    reason = read_problem(rules, path, recursive=kind == "model")
     if reason is None:
         return None
     return FieldProblem(field, path, f"{reason}; a {kind} must lie under {roots} (your own area of the output roots "
@@ -65,7 +65,7 @@ def _source_problem(field: str, path: str, kind: str, settings: Settings, rules:
 
 def _output_problem(path: str, rules: Confinement) -> FieldProblem | None:
     areas = ", ".join(str(a) for a in rules.owner_areas)
-    if not Path(path).expanduser().is_absolute():
+    if not path.startswith("/"):
         return FieldProblem("output.dir", path, f"an output path must be absolute on the server; your areas: {areas}")
     reason = write_problem(rules, path)
     if reason is None:

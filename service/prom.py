@@ -7,6 +7,7 @@ replica of the API shows the same ones. Names and labels are the contract in ../
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import PurePosixPath
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
@@ -28,6 +29,11 @@ PER_JOB = {  # metric name -> (step record field, help)
     "effft_job_memory_predicted_bytes": ("memory_predicted_bytes", "The plan's predicted peak memory per GPU "
                                                                    "in bytes"),
 }
+
+
+def model_label(model: str) -> str:
+    """A hub id as it is; a local folder by its name only: this fleet series is public, a user's paths are not."""
+    return f"local:{PurePosixPath(model).name}" if model.startswith(("/", "~", ".")) else model
 
 
 class StoreCollector:
@@ -75,7 +81,7 @@ class StoreCollector:
                                        "finished jobs, by model and GPU", labels=["model", "gpu"])
         groups: dict[tuple[str, str], list[float]] = {}
         for check in self.store.memory_checks():
-            groups.setdefault((check.model, check.gpu), []).append(check.ratio)
+            groups.setdefault((model_label(check.model), check.gpu), []).append(check.ratio)
         for (model, gpu), ratios in sorted(groups.items()):
             buckets = [(str(edge), sum(r <= edge for r in ratios)) for edge in ERROR_RATIO_BUCKETS]
             family.add_metric([model, gpu], [*buckets, ("+Inf", len(ratios))], sum_value=sum(ratios))

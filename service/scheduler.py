@@ -55,6 +55,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._planning: dict[str, Planning] = {}
+        self._abandoned: list[threading.Thread] = []  # past their deadline, still running: they hold a slot
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -70,7 +71,7 @@ class Scheduler:
         for job in self.store.in_states(State.WAITING):
             self._guarded(job.id, self._start, job.id, State.WAITING, job.plan)
         self._reap_planning()
-        while len(self._planning) < self.settings.planning_threads and (job := self.store.claim_next_queued()):
+        while self._planning_slots() > 0 and (job := self.store.claim_next_queued()):
             self._begin_planning(job)
         if wait and self._planning:
             deadline = time.monotonic() + wait
@@ -111,6 +112,11 @@ class Scheduler:
         self.store.transition(job_id, current, State.FAILED, f"{cause}: {message[:500]}", cause=cause,
                               message=message)
 
+    def _planning_slots(self) -> int:
+        """Free planning threads: a thread past its deadline still downloads or tokenizes, so it still counts."""
+        self._abandoned = [thread for thread in self._abandoned if thread.is_alive()]
+        return self.settings.planning_threads - len(self._planning) - len(self._abandoned)
+
     def _begin_planning(self, job) -> None:
         planning = Planning(job.id, self.clock() + self.settings.planning_timeout_seconds)
         planning.thread = threading.Thread(target=self._plan_outcome, args=(job, planning.outcome),
@@ -124,6 +130,8 @@ class Scheduler:
             if planning.thread.is_alive() and self.clock() < planning.deadline:
                 continue
             del self._planning[job_id]  # a thread past its deadline is abandoned: its outcome is never read
+            if planning.thread.is_alive():
+                self._abandoned.append(planning.thread)
             limit = self.settings.planning_timeout_seconds
             outcome = dict(planning.outcome) if not planning.thread.is_alive() else {
                 "cause": "bad_input", "message": f"planning took longer than {limit:.0f} s (fetching the model or "
@@ -164,6 +172,10 @@ class Scheduler:
             log.exception("scheduler: submitting %s", job_id)
             self.store.transition(job_id, State.PLANNING, State.WAITING, f"submit failed, retrying: {error}"[:500])
 
+    def default_output(self, job) -> Path:
+        """The owner's own area (the run folder is private): the user can train on it again as a model."""
+        return self.settings.allowed_output_roots[0] / job.owner / job.id
+
     def run_dir(self, job_id: str) -> Path:
         return (self.settings.data_dir / "runs" / job_id).resolve()
 
@@ -194,8 +206,8 @@ class Scheduler:
         folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.parent.chmod(0o700)  # run folders hold worker tokens, checkpoints and outputs: this user's only
         folder.mkdir(mode=0o700, exist_ok=True)
-        output = plan["settings"]["output"]["dir"] or str(folder / "output")
         job = self.store.get(job_id)
+        output = plan["settings"]["output"]["dir"] or str(self.default_output(job))
         config = {"job_id": job_id, "plan": plan, "run_dir": str(folder), "output_dir": output,
                   "api_url": self.api_url, "worker_token": self._worker_token(job_id),
                   "accelerator_type": getattr(self.cluster, "accelerator_type", lambda _: None)(plan["gpu"]),

@@ -37,10 +37,13 @@ class Settings(BaseSettings):
     @field_validator("tokens")
     @classmethod
     def _user_names(cls, tokens: dict[str, str]) -> dict[str, str]:
-        bad = sorted({user for user in tokens.values() if not USER_NAME.match(user) or user == ADMIN_USER})
+        bad = sorted({user for user in tokens.values() if not USER_NAME.match(user) or user.lower() == ADMIN_USER})
         if bad:
             raise ValueError(f"user names {bad} cannot be used: a name is 1-64 letters, digits, '.', '_' or '-', "
                              f"starting with a letter or digit, and not '{ADMIN_USER}' (admin tokens' own name)")
+        users = set(tokens.values())
+        if len({user.lower() for user in users}) != len(users):  # one folder on a case-insensitive file system
+            raise ValueError(f"user names {sorted(users)} differ only in case; their output folders would be one")
         return tokens
 
     @property

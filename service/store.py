@@ -7,6 +7,7 @@ unrecorded. Step metrics are keyed by (job, step), so a record sent twice is sto
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,8 +30,16 @@ class Page:
     next_cursor: str | None
 
 
+JOB_ID = re.compile(r"^j[0-9a-f]{16}$")
+
+
 def new_job_id() -> str:
     return "j" + secrets.token_hex(8)
+
+
+def is_job_id(text: str) -> bool:
+    """A job id as this store makes them: anything else (a NUL byte, say, which Postgres refuses) names no job."""
+    return bool(JOB_ID.match(text))
 
 
 class JobStore:
@@ -77,6 +86,8 @@ class JobStore:
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job; None when it does not exist or belongs to someone else (owner None: any owner)."""
+        if not is_job_id(job_id):
+            return None
         with self.session() as session:
             job = session.get(Job, job_id)
         return job if job is not None and (owner is None or job.owner == owner) else None
@@ -90,6 +101,8 @@ class JobStore:
             query = query.where(Job.state == state)
         if cursor:
             at, _, last_id = cursor.partition("|")
+            if not is_job_id(last_id):
+                raise ValueError("a cursor ends with a job id")
             created = datetime.fromisoformat(at)
             if created.utcoffset() is None:
                 raise ValueError("a cursor's time carries its UTC offset")

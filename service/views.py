@@ -87,6 +87,13 @@ def _shown(value):
     return preview(value)
 
 
+MAX_PROBLEMS = 50  # a body with 90,000 unknown keys gets 50 of them named, not a 24 MB answer
+
+
 def problems_view(problems) -> list[dict]:
-    return [{"field": str(p.field)[:200], "value": _shown(p.value), "message": str(p.message)[:2000]}
-            for p in problems]
+    shown = [{"field": str(p.field)[:200], "value": _shown(p.value), "message": str(p.message)[:2000]}
+             for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        shown.append({"field": "<body>", "value": None, "message": f"and {len(problems) - MAX_PROBLEMS:,} more "
+                                                                   "problems; fix these first"})
+    return shown

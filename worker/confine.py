@@ -7,6 +7,7 @@ are paths in, reasons out: no I/O beyond listing folders and resolving links.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,43 +62,82 @@ class Confinement:
         return cls(owner=data["owner"], **paths)
 
 
-def entries_read(path: Path) -> list[tuple[Path, Path]]:
-    """(as named, resolved) for the path and, for a folder, everything inside it that a reader could open.
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except RuntimeError:  # a symlink loop (Python < 3.13 raises this rather than OSError)
+        raise ValueError(f"{path} is a loop of symbolic links") from None
 
-    Symlinked folders inside are not followed: their resolved target is checked like any entry.
-    """
-    found = [(path, path.resolve())]
-    if not path.is_dir() or path.is_symlink() and not path.resolve().is_dir():
-        return found
-    for folder, dirs, files in os.walk(path.resolve()):
-        for name in (*dirs, *files):
-            entry = Path(folder) / name
-            found.append((entry, entry.resolve()))
-            if len(found) > MAX_ENTRIES:
-                raise ValueError(f"holds more than {MAX_ENTRIES:,} files and folders; point to the folder itself")
+
+def _folder_entries(folder: Path, recursive: bool) -> list[Path]:
+    """Entries a reader may open: the folder's own (a dataset) or everything below it, links followed (a model)."""
+    if not recursive:
+        return sorted(folder.iterdir())
+    found, seen = [], set()
+    for parent, dirs, files in os.walk(folder, followlinks=True):
+        real = _resolved(Path(parent))
+        if real in seen:  # a link back up: each real folder once
+            dirs.clear()
+            continue
+        seen.add(real)
+        found += [Path(parent) / name for name in (*dirs, *files)]
+        if len(found) > MAX_ENTRIES:
+            raise ValueError(f"holds more than {MAX_ENTRIES:,} files and folders; point to the folder itself")
     return found
 
 
-def read_problem(confinement: Confinement, path: str) -> str | None:
-    """Why the dataset or model at `path` may not be read, naming the offending entry; None when it may."""
-    named = Path(path).expanduser()
+def _index_targets(folder: Path) -> list[Path]:
+    """Files a sharded checkpoint's index points to: transformers joins them to the folder unchecked."""
+    targets = []
+    for index in folder.glob("*.index.json"):
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")[:50_000_000]).get("weight_map", {})
+        except (OSError, ValueError, AttributeError, RecursionError):
+            continue  # not an index transformers could use either
+        if isinstance(weight_map, dict):
+            targets += [folder / str(name) for name in set(weight_map.values())]
+    return targets
+
+
+def entries_read(path: Path, recursive: bool = False) -> list[tuple[Path, Path]]:
+    """(as named, resolved) for the path and what a reader opens from it; a folder's entries one level down
+    (datasets) or all of them (`recursive`: models, whose index files are followed too)."""
+    found = [(path, _resolved(path))]
+    if not found[0][1].is_dir():
+        return found
+    entries = _folder_entries(path, recursive)
+    if recursive:
+        entries += _index_targets(path)
+    return found + [(entry, _resolved(entry)) for entry in entries]
+
+
+def read_problem(confinement: Confinement, path: str, recursive: bool = False) -> str | None:
+    """Why the dataset (or, `recursive`, the model) at `path` may not be read, naming the offending entry."""
+    named = Path(path)
+    if not named.is_absolute():
+        return "not an absolute path"
     try:
-        entries = entries_read(named)
+        entries = entries_read(named, recursive)
     except (OSError, ValueError) as error:
         return str(error)
     for entry, resolved in entries:
         reason = confinement.unreadable(resolved)
         if reason is not None:
             shown = "it" if entry == named else f"{entry} (inside it)"
-            target = f" (it resolves to {resolved})" if resolved != entry.absolute() else ""
+            target = f" (it resolves to {resolved})" if resolved != entry else ""
             return f"{shown} is {reason}{target}"
     return None
 
 
 def write_problem(confinement: Confinement, path: str) -> str | None:
-    resolved = Path(path).expanduser().resolve()
+    named = Path(path)
+    if not named.is_absolute():
+        return "not an absolute path"
+    try:
+        resolved = _resolved(named)
+    except ValueError as error:
+        return str(error)
     reason = confinement.unwritable(resolved)
     if reason is None:
         return None
-    target = f" (it resolves to {resolved})" if resolved != Path(path).expanduser().absolute() else ""
-    return f"it is {reason}{target}"
+    return f"it is {reason}" + (f" (it resolves to {resolved})" if resolved != named else "")

@@ -27,7 +27,8 @@ def check_confinement(config: dict) -> None:
     rules = Confinement.from_dict(config["confinement"])
     settings = config["plan"]["settings"]
     for field, path in (("dataset.path", settings["dataset"]["path"]), ("model.path", settings["model"]["path"])):
-        if path.startswith(("/", "~")) and (reason := read_problem(rules, path)) is not None:
+        recursive = field == "model.path"
+        if path.startswith("/") and (reason := read_problem(rules, path, recursive)) is not None:
             raise DataError(field, path, reason)
     if settings["output"]["dir"] and (reason := write_problem(rules, config["output_dir"])) is not None:
         raise DataError("output.dir", config["output_dir"], reason)

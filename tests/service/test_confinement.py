@@ -4,6 +4,7 @@ that cannot be taken for builders or local folders."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -176,3 +177,94 @@ def test_alice_reads_her_own_outputs(client, spec, roots):
     mine.mkdir(parents=True)
     assert submit(client, with_paths(spec, dataset=write_jsonl(mine / "t.jsonl", [ROW])), ALICE).status_code == 201
     assert os.access(mine, os.R_OK)
+
+
+# -- found in review ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["dataset", "model", "output"])
+def test_a_home_relative_path_is_refused_never_a_500(client, spec, field):
+    for path in ("~nosuchuser/x", "~/x"):
+        body = with_paths(spec, **{field: path})
+        assert problem_fields(submit(client, body)) == {f"{field}.dir" if field == "output" else f"{field}.path"}
+
+
+def test_a_symlink_loop_is_refused_never_a_500(client, spec, roots):
+    (roots["datasets"] / "loop").symlink_to(roots["datasets"] / "loop")
+    assert problem_fields(submit(client, with_paths(spec, dataset=roots["datasets"] / "loop"))) == {"dataset.path"}
+    (roots["outputs"] / "alice").mkdir()
+    (roots["outputs"] / "alice" / "o").symlink_to(roots["outputs"] / "alice" / "o")
+    assert problem_fields(submit(client, with_paths(spec, output=roots["outputs"] / "alice" / "o"))) == {"output.dir"}
+
+
+def test_a_sharded_index_pointing_outside_the_model_folder_is_refused(client, spec, roots):
+    model = roots["datasets"] / "sharded"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "model-1.safetensors", "b": "../../outputs/bob/model/model.safetensors"}}')
+    response = submit(client, with_paths(spec, model=model))
+    assert problem_fields(response) == {"model.path"} and "bob" in response.json()["detail"][0]["message"]
+
+
+def test_links_inside_a_linked_folder_of_a_model_are_checked_too(client, spec, roots):
+    inner = roots["datasets"] / "inner"
+    inner.mkdir()
+    (inner / "weights.bin").symlink_to("/etc/passwd")
+    model = roots["datasets"] / "model-with-link"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "sub").symlink_to(inner)
+    (model / "back").symlink_to(model)  # a loop back up is walked once
+    assert problem_fields(submit(client, with_paths(spec, model=model))) == {"model.path"}
+
+
+def test_a_model_folder_in_the_hf_cache_layout_is_fine(client, spec, roots):
+    repo = roots["datasets"] / "models--org--name"
+    blob = repo / "blobs" / "abc"
+    blob.parent.mkdir(parents=True)
+    blob.write_text("{}")
+    snapshot = repo / "snapshots" / "123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").symlink_to("../../blobs/abc")
+    assert submit(client, with_paths(spec, model=snapshot)).status_code == 201
+
+
+@pytest.mark.parametrize("config", ["[]", '"text"', "\xff\xfe", '{"a":' * 5000 + "1" + "}" * 5000])
+def test_a_malformed_model_config_is_a_clear_422_in_a_dry_run(client, spec, roots, config):
+    model = roots["datasets"] / "bad-model"
+    model.mkdir()
+    (model / "config.json").write_bytes(config.encode("utf-8", "surrogateescape") if config != "\xff\xfe"
+                                        else b"\xff\xfe")
+    response = client.post("/v1/plan", content=json.dumps(with_paths(spec, model=model)), headers=ALICE)
+    assert problem_fields(response) == {"model.path"}
+
+
+def test_user_names_differing_only_in_case_are_refused():
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="differ only in case"):
+        Settings(tokens={"t1": "bob", "t2": "Bob"})
+    with pytest.raises(ValidationError, match="cannot be used"):
+        Settings(tokens={"t1": "Admin"})
+
+
+def test_a_ray_temp_dir_someone_else_made_first_is_refused(tmp_path, monkeypatch):
+    import tempfile
+
+    from service.embedded import ray_temp_dir
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    folder = ray_temp_dir(tmp_path / "data")
+    folder.chmod(0o777)  # as if another local user had made it, open to all
+    with pytest.raises(RuntimeError, match="not a private folder"):
+        ray_temp_dir(tmp_path / "data")
+
+
+def test_the_public_accuracy_histogram_never_shows_a_local_path():
+    from service.prom import model_label
+
+    assert model_label("/data/outputs/bob/secret-project/model") == "local:model"
+    assert model_label("meta-llama/Llama-3.1-8B") == "meta-llama/Llama-3.1-8B"

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from service.db import Job, JobEvent
 from service.states import State
+from service.store import new_job_id
 from tests.service.api_helpers import problem_fields, submit, total_jobs
 from tests.service.conftest import ADMIN, ALICE, BOB
 
@@ -131,7 +132,7 @@ def test_a_long_bad_value_is_shown_shortened(client, spec):
 
 def store_legacy_job(store, owner: str, spec: dict) -> str:
     """A job as an earlier, lenient version stored it: infinities and a lone surrogate in its spec."""
-    job = Job(id="jlegacy0000000001", owner=owner, name="legacy", state=State.QUEUED, spec=spec)
+    job = Job(id=new_job_id(), owner=owner, name="legacy", state=State.QUEUED, spec=spec)
     with store.session() as session:
         session.add(job)
         session.add(JobEvent(job_id=job.id, to_state=State.QUEUED, reason="submitted"))
@@ -153,3 +154,33 @@ def test_a_stored_job_that_breaks_json_never_takes_down_the_listing(client, stor
     assert client.get(f"/v1/jobs/{job_id}/plan", headers=ALICE).status_code == 409
     assert client.post(f"/v1/jobs/{job_id}/cancel", headers=ALICE).status_code == 202
     assert client.get("/v1/jobs", headers=BOB).json()["items"] == []
+
+
+# -- found in review: each was a 500, a read outside the roots, or a stalled server --------------------------------
+
+
+def test_a_revision_cannot_climb_out_of_the_hub_cache(client, store, spec):
+    spec["model"] = {"path": "org/model", "revision": "../../../home/bob/private-model"}
+    assert problem_fields(submit(client, spec)) == {"model.revision"}
+    assert total_jobs(store) == 0
+
+
+@pytest.mark.parametrize("job_id", ["%00", "j%00", "jx", "j" + "0" * 15 + "%00"])
+def test_a_job_id_that_no_job_can_have_is_404_even_on_postgres(client, job_id):
+    for method, path in (("get", ""), ("get", "/events"), ("post", "/cancel"), ("get", "/plan")):
+        assert getattr(client, method)(f"/v1/jobs/{job_id}{path}", headers=ALICE).status_code == 404
+    assert client.post(f"/v1/jobs/{job_id}/records", json={"records": []}).status_code == 404
+    assert problem_fields(client.get("/v1/jobs", params={"cursor": "2026-01-01T00:00:00+00:00|j\x00"},
+                                     headers=ALICE)) == {"cursor"}
+
+
+def test_a_long_flat_list_is_refused_before_it_is_parsed_whole(client, store):
+    response = client.post("/v1/jobs", content="x: [" + "1," * 30_000 + "1]", headers=ALICE)
+    assert problem_fields(response) == {"<body>"} and total_jobs(store) == 0
+
+
+def test_thousands_of_unknown_keys_get_a_short_answer(client, store, spec):
+    body = {**spec, **{f"k{i}": 1 for i in range(3000)}}
+    response = submit(client, body)
+    assert response.status_code == 422 and len(response.json()["detail"]) == 51
+    assert "more problems" in response.json()["detail"][-1]["message"]

@@ -64,7 +64,7 @@ def test_a_queued_job_is_planned_and_submitted(scheduler, store, cluster, queue,
     assert config["job_id"] == job_id and config["api_url"] == "http://testserver"
     assert config["worker_token"] and config["worker_token"] == job.worker_token
     assert config["plan"] == job.plan
-    assert config["output_dir"] == str(job_file.parent / "output")
+    assert config["output_dir"] == str(settings.data_dir.resolve() / "outputs" / "alice" / job_id)  # own area
     assert stat.S_IMODE(job_file.stat().st_mode) == 0o600
     assert [e.to_state for e in store.events(job_id)] == ["queued", "planning", "running"]
     scheduler.tick(wait=60)  # still running on Ray: nothing more happens
