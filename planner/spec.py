@@ -208,7 +208,7 @@ def resolve_relative_paths(spec: JobSpec, base: Path) -> JobSpec:
     updates = {}
     for key in ("model", "dataset"):
         source = getattr(spec, key)
-        candidate = base / source.path
+        candidate = (base / source.path).absolute()  # the server takes absolute paths only
         if not Path(source.path).is_absolute() and not Path(source.path).exists() and candidate.exists():
             updates[key] = source.model_copy(update={"path": str(candidate)})
     return spec.model_copy(update=updates) if updates else spec

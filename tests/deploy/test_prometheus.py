@@ -80,9 +80,10 @@ def prometheus(tmp_path, api):
 
 def running_job_with_metrics(api) -> str:
     """A job submitted over HTTP, moved to running as the scheduler would, with two steps posted by its worker."""
-    (api["data"] / "train.jsonl").write_text('{"text": "hello"}\n')
+    (api["data"] / "datasets").mkdir()  # the data dir's own files are the server's: data goes in a folder
+    (api["data"] / "datasets" / "train.jsonl").write_text('{"text": "hello"}\n')
     job = call(f"{api['url']}/v1/jobs", {"name": "scraped", "model": "org/model",
-                                        "dataset": str(api["data"] / "train.jsonl"),
+                                        "dataset": str(api["data"] / "datasets" / "train.jsonl"),
                                         "training": {"max_steps": 2}}, TOKEN)
     store = JobStore(make_engine(api["database"]))
     assert store.claim_next_queued().id == job["id"]
