@@ -71,7 +71,7 @@ def _output_problem(path: str, rules: Confinement) -> FieldProblem | None:
     if reason is None:
         return None
     return FieldProblem("output.dir", path, f"{reason}; outputs go to your own area of the output roots: {areas} "
-                                            "(or leave output.dir out: the service then picks the job's run folder)")
+                                            "(or leave output.dir out: the job then writes to <your area>/<job id>)")
 
 
 def policy_problems(spec: JobSpec, settings: Settings, owner: str) -> list[FieldProblem]:

@@ -21,11 +21,11 @@ EXAMPLE_ROWS = 1200
 
 
 def _job(model_dir: Path, data: Path, method: str, max_steps: int, learning_rate: float, seq_len: int) -> dict:
+    # no output.dir: `effft run` writes to the run folder's output/, the service to the user's own area
     return {"name": "example", "model": str(model_dir), "dataset": {"path": str(data), "format": "chat"},
             "seq_len": seq_len, "method": method,
             "training": {"max_steps": max_steps, "effective_batch_size": 16, "learning_rate": learning_rate,
-                         "warmup": 0.05, "eval": {"fraction": 0.05, "exact_match": True}},
-            "output": {"dir": str(model_dir.parent / "output")}}
+                         "warmup": 0.05, "eval": {"fraction": 0.05, "exact_match": True}}}
 
 
 def write_datasets(folder: Path, rows: int, seed: int = 0) -> dict[str, Path]:

@@ -26,7 +26,7 @@ def test_init_example_then_run_trains_and_prints_the_summary(effft_bin, tmp_path
     assert "Run summary" in done.stdout and "6 / 6" in done.stdout and "exact match" in done.stdout
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, 7))
-    assert (tmp_path / "ex" / "output" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "output" / "model.safetensors").exists()
 
 
 def test_run_with_bad_data_exits_2_naming_the_field(effft_bin, tmp_path, repo_root):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.service.api_helpers import problem_fields, submit, submitted
-from tests.service.conftest import ALICE, BOB, write_jsonl
+from tests.service.conftest import ADMIN, ALICE, BOB, write_jsonl
 
 ROW = {"text": "hello"}
 
@@ -268,3 +268,13 @@ def test_the_public_accuracy_histogram_never_shows_a_local_path():
 
     assert model_label("/data/outputs/bob/secret-project/model") == "local:model"
     assert model_label("meta-llama/Llama-3.1-8B") == "meta-llama/Llama-3.1-8B"
+
+
+def test_the_example_job_passes_the_embedded_servers_policy(client, data_dir_roots):
+    """`make demo`: init-example writes into the data dir, and the admin submits the job as written."""
+    from planner.spec import load_job
+    from worker.example import init_example
+
+    job = load_job(init_example(data_dir_roots / "example", rows=40))
+    response = client.post("/v1/jobs", content=json.dumps(job.model_dump(mode="json")), headers=ADMIN)
+    assert response.status_code == 201, response.text
