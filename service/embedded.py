@@ -90,9 +90,10 @@ def ray_temp_dir(data_dir: Path) -> Path:
     folder = Path(tempfile.gettempdir()) / f"effft-ray-{os.getuid()}-{digest}"
     folder.mkdir(mode=0o700, exist_ok=True)
     found = os.lstat(folder)  # the name is predictable: another local user may have made it first
-    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or stat.S_IMODE(found.st_mode) & 0o077:
-        raise RuntimeError(f"{folder} (Ray's temp dir for this data dir) is not a private folder of this user; "
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
+        raise RuntimeError(f"{folder} (Ray's temp dir for this data dir) is not a folder of this user; "
                            "remove it and start again")
+    folder.chmod(0o700)  # Ray opens its temp dir to all (0777) each time it starts; close it between runs
     return folder
 
 

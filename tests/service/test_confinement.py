@@ -258,8 +258,12 @@ def test_a_ray_temp_dir_someone_else_made_first_is_refused(tmp_path, monkeypatch
 
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     folder = ray_temp_dir(tmp_path / "data")
-    folder.chmod(0o777)  # as if another local user had made it, open to all
-    with pytest.raises(RuntimeError, match="not a private folder"):
+    folder.chmod(0o777)  # what Ray itself does when it starts: ours, so it is taken back
+    assert ray_temp_dir(tmp_path / "data") == folder and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    if os.getuid() != 0:
+        pytest.skip("making a folder owned by another user needs root")
+    os.chown(folder, 65534, 65534)  # as if another local user had made it first
+    with pytest.raises(RuntimeError, match="not a folder of this user"):
         ray_temp_dir(tmp_path / "data")
 
 
