@@ -25,7 +25,24 @@ def _root() -> None:
 
 
 def _host_memory_bytes() -> int:
+    # the same number Ray's inventory gives the scheduler (worker.ray_run.inventory): equal plans either way
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def profiled_seq_len(spec) -> tuple[int | None, str | None]:
+    """seq_len auto: the dataset's length exactly as the scheduler profiles it, so the preview is the plan that
+    runs; (None, why) when it cannot be profiled here (the plan then assumes 2048 and says so)."""
+    if spec.seq_len != "auto":
+        return None, None
+    try:
+        from worker.errors import WorkerError
+        from worker.standalone import profile_dataset
+    except ImportError:
+        return None, "the worker extras are not installed (pip install 'effft[worker]')"
+    try:
+        return profile_dataset(spec).seq_len, None
+    except (WorkerError, ValueError, OSError) as error:  # a dataset or tokenizer not reachable from here
+        return None, str(error).splitlines()[0][:300]
 
 
 def local_inventory(gpu: str | None, gpus: int | None):
@@ -59,10 +76,15 @@ def plan(job: Annotated[Path, typer.Argument(help="the job.yaml to plan")],
     try:
         spec = resolve_relative_paths(load_job(job), job.parent)
         inventory = local_inventory(gpu, gpus)
-        result = plan_job(spec, inventory)
+        seq_len, unprofiled = profiled_seq_len(spec)
+        result = plan_job(spec, inventory, seq_len=seq_len)
     except (PlannerError, ValueError) as error:
         Console(stderr=True, width=160).print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    if unprofiled:
+        Console(stderr=True, width=160).print(f"[yellow]note:[/] seq_len auto: the dataset was not profiled "
+                                              f"({unprofiled}); planned at {result.settings['seq_len']}",
+                                              highlight=False)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -60,7 +60,9 @@ def inventory() -> tuple[Inventory, dict[str, str]]:
             groups.append(GpuGroup(node["NodeID"][:12], spec, gpus))
     if groups:
         return Inventory(tuple(groups)), ray_names
-    memory = int(ray.cluster_resources().get("memory", 0)) or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    # the host's memory, not Ray's `memory` resource (a share of what was free when Ray started): the same
+    # number `effft plan` uses, so a preview and the run plan alike
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return Inventory.single(cpu_with_memory(memory), 1), ray_names
 
 

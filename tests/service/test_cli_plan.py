@@ -62,3 +62,49 @@ def test_plan_never_imports_torch_and_answers_fast(repo_root):
     seconds, torch_loaded, ray_loaded = out.stdout.split()
     assert torch_loaded == "False" and ray_loaded == "False"
     assert float(seconds) < 1.0 and time.perf_counter() - started < 5
+
+
+def test_the_previewed_plan_is_the_plan_the_scheduler_stores(tmp_path, tiny_model, chat_data):
+    """seq_len auto: `effft plan` profiles the dataset as the scheduler does, on the same machine's inventory."""
+    import yaml
+
+    from planner import load_job
+    from service.cli import local_inventory
+    from service.db import make_engine
+    from service.migrate import upgrade
+    from service.scheduler import Scheduler
+    from service.settings import Settings
+    from service.store import JobStore
+    from tests.service.conftest import FakeCluster, job_spec
+
+    body = job_spec(tiny_model, chat_data, "preview", seq_len="auto")
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(body))
+    previewed = runner.invoke(app, ["plan", str(job), "--json"])
+    assert previewed.exit_code == 0, previewed.output
+    preview = json.loads(previewed.stdout)
+    assert preview["settings"]["seq_len"] < 2048  # profiled, not the unprofiled default
+    url = f"sqlite:///{tmp_path / 'effft.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        store = JobStore(engine)
+        job_id = store.submit("alice", load_job(job).model_dump(mode="json"))[0].id
+        settings = Settings(data_dir=tmp_path / "data", dataset_roots=[tiny_model, chat_data.parent])
+        Scheduler(store, settings, FakeCluster(local_inventory(None, None)), "http://t").tick(wait=60)
+        stored = store.get(job_id)
+        assert stored.plan is not None, stored.message
+        assert stored.plan == preview
+    finally:
+        engine.dispose()
+
+
+def test_an_unreachable_dataset_is_planned_at_the_default_and_says_so(tmp_path, tiny_model):
+    import yaml
+
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"name": "x", "model": str(tiny_model), "dataset": str(tmp_path / "none.jsonl"),
+                                   "training": {"max_steps": 2}}))
+    result = runner.invoke(app, ["plan", str(job), "--gpu", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "not profiled" in result.output

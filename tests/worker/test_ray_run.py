@@ -21,8 +21,11 @@ def ray_run(plan, tmp_path, **options) -> tuple[list[dict], object]:
 
 
 def test_the_cluster_without_gpus_is_a_cpu_inventory():
+    from service.cli import local_inventory
+
     cluster, ray_names = inventory()
     assert [g.gpu.name for g in cluster.groups] == ["cpu"] and ray_names == {}
+    assert cluster == local_inventory(None, None)  # the scheduler plans what `effft plan` previews
 
 
 def test_two_ddp_workers_end_at_the_same_step_with_identical_weights(tiny_model, datasets, tmp_path):
