@@ -24,7 +24,8 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from tests.conftest import free_port  # noqa: E402
 
 TOKEN = "bench-token"
@@ -99,12 +100,11 @@ async def load(url: str, data_dir: str, clients: int, jobs: int, seconds: float,
             "errors": len(errors), "first_error": errors[0] if errors else None}
 
 
-def serve(database_url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", SERVER, str(port), data_dir, database_url],
-                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+def launch_api(args: list[str], port: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """`python ARGS` (an API on `port`) from the repository root; returns once /healthz answers."""
+    process = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
+    for _ in range(300):
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return process, url
@@ -112,6 +112,12 @@ def serve(database_url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     process.kill()
     raise RuntimeError("the API did not start")
+
+
+def serve(database_url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    return launch_api(["-c", SERVER, str(port), data_dir, database_url], port,
+                      {**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def reset_postgres(url: str) -> None:

@@ -28,7 +28,7 @@ import schemathesis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.api_load import reset_postgres  # noqa: E402
+from bench.api_load import launch_api, reset_postgres  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.service.fuzzing import fuzz  # noqa: E402
 from tests.service.test_hostile_specs import NUMERIC_FIELDS, alias_bomb, with_value  # noqa: E402
@@ -41,17 +41,7 @@ def serve(database_url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EFFFT_TOKENS": json.dumps({USER_TOKEN: "alice"}),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "tests.deploy.api_server", str(port), data_dir, database_url,
-                                ADMIN_TOKEN], env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the API did not start")
+    return launch_api(["-m", "tests.deploy.api_server", str(port), data_dir, database_url, ADMIN_TOKEN], port, env)
 
 
 def stored_jobs(url: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,11 +21,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 @app.callback()
 def _root() -> None:
     """effft: plan, run and watch LLM fine-tuning jobs."""
-
-
-def _host_memory_bytes() -> int:
-    # the same number Ray's inventory gives the scheduler (worker.ray_run.inventory): equal plans either way
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def profiled_seq_len(spec) -> tuple[int | None, str | None]:
@@ -48,9 +42,10 @@ def profiled_seq_len(spec) -> tuple[int | None, str | None]:
 def local_inventory(gpu: str | None, gpus: int | None):
     """--gpu NAME plans for that GPU; without it, the GPUs nvidia-smi lists, or this machine's CPU."""
     from planner import Inventory, cpu_with_memory, parse_gpu_name
+    from worker.host import host_memory_bytes  # the number Ray's inventory gives the scheduler too
 
     if gpu is not None:
-        spec = cpu_with_memory(_host_memory_bytes()) if gpu.lower() == "cpu" else parse_gpu_name(gpu)
+        spec = cpu_with_memory(host_memory_bytes()) if gpu.lower() == "cpu" else parse_gpu_name(gpu)
         return Inventory.single(spec, gpus or 1)
     if shutil.which("nvidia-smi"):
         query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
@@ -59,7 +54,7 @@ def local_inventory(gpu: str | None, gpus: int | None):
         if rows:
             spec = parse_gpu_name(rows[0][0], int(float(rows[0][1])) * 2**20)
             return Inventory.single(spec, gpus or len(rows))
-    return Inventory.single(cpu_with_memory(_host_memory_bytes()), 1)
+    return Inventory.single(cpu_with_memory(host_memory_bytes()), 1)
 
 
 @app.command()

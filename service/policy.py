@@ -12,7 +12,7 @@ from pathlib import Path
 from planner.errors import FieldProblem
 from planner.spec import JobSpec
 from service.settings import Settings
-from worker.confine import Confinement, read_problem, write_problem
+from worker.confine import Confinement, field_read_problem, write_problem
 from worker.rows import FILE_SUFFIXES
 
 # a hub id is `org/name`: a bare word such as `text` or `json` names a `datasets` builder that globs files
@@ -49,7 +49,7 @@ def _local_problem(field: str, path: str, kind: str, settings: Settings, rules: 
     if not path.startswith("/"):  # `~` would be the server's home, and the readers would not expand it
         return FieldProblem(field, path, f"a {kind} path must be absolute on the server (the CLI resolves "
                                          f"relative paths against the job file); allowed roots: {roots}")
-    reason = read_problem(rules, path, recursive=kind == "model")
+    reason = field_read_problem(rules, field, path)
     if reason is None:
         return None
     return FieldProblem(field, path, f"{reason}; a {kind} must lie under {roots} (your own area of the output roots "

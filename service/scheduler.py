@@ -42,7 +42,6 @@ def failure_cause(status_cause: str, logs: str) -> str:
 class Planning:
     """One job being profiled and planned on its own thread; the loop reaps the outcome."""
 
-    job_id: str
     deadline: float
     outcome: dict = field(default_factory=dict)  # {"plan": dict} or {"cause": str, "message": str}
     thread: threading.Thread | None = None
@@ -118,7 +117,7 @@ class Scheduler:
         return self.settings.planning_threads - len(self._planning) - len(self._abandoned)
 
     def _begin_planning(self, job) -> None:
-        planning = Planning(job.id, self.clock() + self.settings.planning_timeout_seconds)
+        planning = Planning(self.clock() + self.settings.planning_timeout_seconds)
         planning.thread = threading.Thread(target=self._plan_outcome, args=(job, planning.outcome),
                                            name=f"effft-plan-{job.id}", daemon=True)
         self._planning[job.id] = planning
@@ -209,7 +208,7 @@ class Scheduler:
         job = self.store.get(job_id)
         output = plan["settings"]["output"]["dir"] or str(self.default_output(job))
         config = {"job_id": job_id, "plan": plan, "run_dir": str(folder), "output_dir": output,
-                  "api_url": self.api_url, "worker_token": self._worker_token(job_id),
+                  "api_url": self.api_url, "worker_token": self._worker_token(job),
                   "accelerator_type": getattr(self.cluster, "accelerator_type", lambda _: None)(plan["gpu"]),
                   # the driver connects to this cluster by address, never `auto` (another server's head)
                   "ray_address": getattr(self.cluster, "address", None),
@@ -218,10 +217,9 @@ class Scheduler:
         write_secret(path, json.dumps(config))  # it holds the job's worker token
         return path
 
-    def _worker_token(self, job_id: str) -> str:
+    def _worker_token(self, job) -> str:
         """The job's token; kept once issued, so a driver already running with it can still post."""
-        job = self.store.get(job_id)
-        return job.worker_token if job and job.worker_token else self.store.issue_worker_token(job_id)
+        return job.worker_token or self.store.issue_worker_token(job.id)
 
     # -- following -----------------------------------------------------------------------------------
 

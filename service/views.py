@@ -47,17 +47,21 @@ def _time(value):
     return value.isoformat() if value is not None else None
 
 
+def _identity(job: Job) -> dict:
+    return {"id": job.id, "name": job.name, "owner": job.owner, "state": job.state, "cause": job.cause,
+            "planned": job.plan is not None}
+
+
 def _job_view(job: Job, latest: StepMetric | None) -> dict:
     progress = None
     if latest is not None:
         record = latest.record
         progress = {key: record.get(key) for key in ("step", "total_steps", "loss", "tokens_per_second", "mfu",
                                                       "memory_peak_bytes", "memory_predicted_bytes", "eta_seconds")}
-    return {"id": job.id, "name": job.name, "owner": job.owner, "state": job.state, "cause": job.cause,
-            "message": job.message, "created_at": _time(job.created_at), "updated_at": _time(job.updated_at),
-            "started_at": _time(job.started_at), "finished_at": _time(job.finished_at),
-            "ray_job_id": job.ray_job_id, "gpus": job.gpus, "gpu_type": job.gpu_type, "planned": job.plan is not None,
-            "progress": progress, "summary": job.summary, "spec": job.spec}
+    return {**_identity(job), "message": job.message, "created_at": _time(job.created_at),
+            "updated_at": _time(job.updated_at), "started_at": _time(job.started_at),
+            "finished_at": _time(job.finished_at), "ray_job_id": job.ray_job_id, "gpus": job.gpus,
+            "gpu_type": job.gpu_type, "progress": progress, "summary": job.summary, "spec": job.spec}
 
 
 def job_view(job: Job, latest: StepMetric | None = None) -> dict:
@@ -65,9 +69,8 @@ def job_view(job: Job, latest: StepMetric | None = None) -> dict:
         return json_safe(_job_view(job, latest))
     except Exception:  # a row we cannot render is shown by its identity, never fails the whole listing
         log.exception("rendering job %s", job.id)
-        return {"id": job.id, "name": job.name, "owner": job.owner, "state": job.state, "cause": job.cause,
-                "message": "this job's stored record cannot be shown", "planned": job.plan is not None,
-                "progress": None, "summary": None, "spec": None}
+        return {**_identity(job), "message": "this job's stored record cannot be shown", "progress": None,
+                "summary": None, "spec": None}
 
 
 def event_view(event: JobEvent) -> dict:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_ENTRIES = 20_000  # files and folders checked inside one model or dataset folder
+# a model loader may open anything below its folder (and what an index names); a dataset reader only its own files
+WALKED_WHOLE = {"model.path"}
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -127,6 +129,11 @@ def read_problem(confinement: Confinement, path: str, recursive: bool = False) -
             target = f" (it resolves to {resolved})" if resolved != entry else ""
             return f"{shown} is {reason}{target}"
     return None
+
+
+def field_read_problem(confinement: Confinement, field: str, path: str) -> str | None:
+    """read_problem for a spec field (`dataset.path`, `model.path`), walking what that field's reader opens."""
+    return read_problem(confinement, path, recursive=field in WALKED_WHOLE)
 
 
 def write_problem(confinement: Confinement, path: str) -> str | None:

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from worker.confine import Confinement, read_problem, write_problem
+from worker.confine import Confinement, field_read_problem, write_problem
 from worker.errors import DataError
 from worker.ray_run import RayRun, ensure_ray, run_on_ray
 from worker.shipper import Shipper
@@ -27,8 +27,7 @@ def check_confinement(config: dict) -> None:
     rules = Confinement.from_dict(config["confinement"])
     settings = config["plan"]["settings"]
     for field, path in (("dataset.path", settings["dataset"]["path"]), ("model.path", settings["model"]["path"])):
-        recursive = field == "model.path"
-        if path.startswith("/") and (reason := read_problem(rules, path, recursive)) is not None:
+        if path.startswith("/") and (reason := field_read_problem(rules, field, path)) is not None:
             raise DataError(field, path, reason)
     if settings["output"]["dir"] and (reason := write_problem(rules, config["output_dir"])) is not None:
         raise DataError("output.dir", config["output_dir"], reason)

@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from planner.catalog import GpuGroup, Inventory, cpu_with_memory, parse_gpu_name
+from worker.host import host_memory_bytes
 from worker.sinks import MetricsSink
 from worker.train import WorkerJob, train
 
@@ -62,8 +63,7 @@ def inventory() -> tuple[Inventory, dict[str, str]]:
         return Inventory(tuple(groups)), ray_names
     # the host's memory, not Ray's `memory` resource (a share of what was free when Ray started): the same
     # number `effft plan` uses, so a preview and the run plan alike
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return Inventory.single(cpu_with_memory(memory), 1), ray_names
+    return Inventory.single(cpu_with_memory(host_memory_bytes()), 1), ray_names
 
 
 @dataclass(frozen=True)
