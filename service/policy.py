@@ -44,8 +44,8 @@ def _hub_problem(field: str, path: str, allowed_names: list[str]) -> FieldProble
     return None
 
 
-def _local_problem(field: str, path: str, kind: str, settings: Settings, rules: Confinement) -> FieldProblem | None:
-    roots = ", ".join(str(r) for r in (*settings.allowed_dataset_roots, *rules.owner_areas))
+def _local_problem(field: str, path: str, kind: str, rules: Confinement) -> FieldProblem | None:
+    roots = ", ".join(str(r) for r in (*rules.read_roots, *rules.owner_areas))
     if not path.startswith("/"):  # `~` would be the server's home, and the readers would not expand it
         return FieldProblem(field, path, f"a {kind} path must be absolute on the server (the CLI resolves "
                                          f"relative paths against the job file); allowed roots: {roots}")
@@ -56,10 +56,10 @@ def _local_problem(field: str, path: str, kind: str, settings: Settings, rules: 
                                      "included); move it there or ask the operator to add a root (EFFFT_DATASET_ROOTS)")
 
 
-def _source_problem(field: str, path: str, kind: str, settings: Settings, rules: Confinement,
+def _source_problem(field: str, path: str, kind: str, rules: Confinement,
                     allowed_names: list[str]) -> FieldProblem | None:
     if _looks_local(path):
-        return _local_problem(field, path, kind, settings, rules)
+        return _local_problem(field, path, kind, rules)
     return _hub_problem(field, path, allowed_names)
 
 
@@ -77,9 +77,8 @@ def _output_problem(path: str, rules: Confinement) -> FieldProblem | None:
 def policy_problems(spec: JobSpec, settings: Settings, owner: str) -> list[FieldProblem]:
     """Paths outside what this owner may touch, hub ids that are not org/name, and remote code the operator forbids."""
     rules = confinement(settings, owner)
-    problems = [_source_problem("dataset.path", spec.dataset.path, "dataset", settings, rules,
-                                settings.dataset_builders),
-                _source_problem("model.path", spec.model.path, "model", settings, rules, [])]
+    problems = [_source_problem("dataset.path", spec.dataset.path, "dataset", rules, settings.dataset_builders),
+                _source_problem("model.path", spec.model.path, "model", rules, [])]
     if spec.output.dir is not None:
         problems.append(_output_problem(spec.output.dir, rules))
     if spec.model.trust_remote_code and not settings.allow_trust_remote_code:
