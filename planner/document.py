@@ -19,6 +19,7 @@ MAX_DOCUMENT_BYTES = 65_536  # a spec is a few hundred bytes; PyYAML reads about
 MAX_DEPTH = 32  # nested mappings / lists
 MAX_ALIASES = 100  # `*name` references in one document
 MAX_NODES = 20_000  # scalars, lists and mappings after every alias is expanded
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels; a job spec is a few levels deep"
 
 
 class _LimitedLoader(yaml.SafeLoader):
@@ -40,7 +41,7 @@ class _LimitedLoader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                raise _Refused(f"nested deeper than {MAX_DEPTH} levels; a job spec is a few levels deep")
+                raise _Refused(TOO_DEEP)
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -99,7 +100,7 @@ def _depth_of(data: Any) -> int:
 def _load_json(text: str) -> Any:
     data = json.loads(text)
     if _depth_of(data) > MAX_DEPTH:
-        raise _Refused(f"nested deeper than {MAX_DEPTH} levels; a job spec is a few levels deep")
+        raise _Refused(TOO_DEEP)
     return data
 
 
@@ -136,14 +137,14 @@ def load_document(raw: bytes | str, source: str = "<body>") -> Any:
     try:
         if text.lstrip().startswith("{"):
             try:
-                return join_surrogates(_load_json(text))
+                return _load_json(text)  # json joins surrogate pairs itself
             except json.JSONDecodeError:
                 pass  # a YAML flow mapping such as `{name: x}` is not JSON
         return join_surrogates(_load_yaml(text))
     except _Refused as error:
         raise refuse(str(error)) from None
     except RecursionError:
-        raise refuse(f"nested deeper than {MAX_DEPTH} levels; a job spec is a few levels deep") from None
+        raise refuse(TOO_DEEP) from None
     except yaml.YAMLError as error:
         raise refuse(f"not valid YAML or JSON: {_yaml_problem(error)}") from None
     except ValueError as error:  # an integer of more than 4,300 digits, a date that does not exist, ...
