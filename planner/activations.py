@@ -22,6 +22,10 @@ from planner.families import Arch
 # silu / gelu / relu save their input; gelu_new is a Python expression that keeps four.
 ACTIVATION_SAVED_TENSORS = {"silu": 1, "swish": 1, "gelu": 1, "gelu_pytorch_tanh": 1, "relu": 1,
                             "gelu_new": 4, "gelu_fast": 4, "quick_gelu": 2}
+# ... and how many gradients of the MLP width its backward holds at once: one kernel reads the
+# output's gradient and writes the input's (2); a Python expression also holds a partial sum
+# (measured on GPT-2's gelu_new: one more MLP-width gradient than GPT-NeoX's gelu).
+ACTIVATION_BACKWARD_GRADIENTS = {"gelu_new": 3, "gelu_fast": 3, "quick_gelu": 3}
 
 
 @dataclass
@@ -65,6 +69,8 @@ class Tape:
 
     setup: ActivationSetup
     saved: dict[int, int] = field(default_factory=dict)
+    # (saved bytes so far, gradient bytes) per token at the ops whose backward holds the most gradients
+    marks: list[tuple[int, int]] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=itertools.count)
 
     def new(self, width: int, nbytes: int, requires_grad: bool) -> Tensor:
@@ -78,6 +84,16 @@ class Tape:
 
     def saved_bytes_per_token(self) -> int:
         return sum(self.saved.values())
+
+    def mark(self, gradient_bytes: int) -> None:
+        """Backward reaches this op with everything saved before it still alive (later ops' saved
+        tensors are freed as their backward finishes) and `gradient_bytes` of its gradients live."""
+        self.marks.append((self.saved_bytes_per_token(), gradient_bytes))
+
+    def backward_peak_per_token(self, residual_gradients: int) -> int | None:
+        if not self.marks:
+            return None
+        return max(saved + grads for saved, grads in self.marks) + residual_gradients
 
     # -- casting under autocast ------------------------------------------------------------
     def autocast_input(self, x: Tensor) -> Tensor:
@@ -95,6 +111,8 @@ class Tape:
         ia3_on_input = ia3 and module in adapter.feedforward
         if ia3_on_input:  # x * ia3_vector: saves x for the vector's gradient
             self.save(x)
+            # its backward: the product's gradient, x's gradient and grad * x before the sum over tokens
+            self.mark(3 * x.width * s.compute_bytes)
             x = self.new(x.width, x.nbytes, True)
         x_in = self.autocast_input(x)
         if s.train_base:
@@ -111,6 +129,7 @@ class Tape:
             self.save(self.new(adapter.rank, s.compute_bytes, True))  # lora_B's input
         if ia3 and not ia3_on_input:  # base_out * ia3_vector: saves base_out
             self.save(out)
+            self.mark(3 * out_width * s.compute_bytes)
             out = self.new(out_width, s.compute_bytes, True)
         return out
 
@@ -177,6 +196,8 @@ class Tape:
             out = self.new(q_width, out_bytes, True)
             self.save(out)  # kept by the kernel
             self.save(self.new(arch.heads, 4, True))  # log-sum-exp, fp32
+            # the kernel's backward: the output's gradient, then q's, k's and v's
+            self.mark((2 * q_width + 2 * arch.kv_heads * arch.head_dim) * s.compute_bytes)
             if arch.rotary_cat:  # q came from a cat: the output is not laid out as (b, s, a, d); copy
                 return self.new(q_width, out_bytes, True)
             return out  # already laid out as the output projection's input
@@ -196,10 +217,16 @@ class Tape:
             self.save(self.new(probs_width, 4, True))  # tanh output of the logit soft-capping
         if probs_grad:
             self.save(self.new(probs_width, 4, True))  # softmax output (fp32)
+            # softmax's backward holds the probabilities' gradient and its own output at once: fp32,
+            # or a 16-bit gradient beside two fp32 ones under 16-bit compute (softmax runs in fp32)
+            self.mark(probs_width * (8 if s.compute_bytes == 4 else 10))
             if s.recipe != "fp32":
                 self.save(self.new(probs_width, 2, True))  # its 16-bit copy for the matmul with v
             if arch.attention_dropout > 0:
                 self.save(self.new(probs_width, s.mask_bytes(s.compute_bytes), False))
+                # dropout's backward: the dropped probabilities' gradient and its product with the
+                # mask; the dropped probabilities themselves were freed with the matmul's backward
+                self.mark(probs_width * 2 * s.compute_bytes)
                 self.save(self.new(probs_width, s.compute_bytes, True))
         if probs_grad or v.requires_grad:
             if probs_grad:
@@ -258,8 +285,13 @@ def walk_mlp(tape: Tape, h: Tensor, mlp: tuple) -> Tensor:
             gate = tape.linear(h, mlp[0].name, arch.intermediate)
             up = tape.linear(h, mlp[1].name, arch.intermediate)
         hidden = tape.mul(tape.activation(gate), up)
+        # the product's backward: its output's gradient and both factors' gradients at once
+        grads = 3 + ACTIVATION_BACKWARD_GRADIENTS.get(arch.activation, 2) - 2
+        tape.mark(grads * arch.intermediate * tape.setup.compute_bytes)
     else:
         hidden = tape.activation(tape.linear(h, mlp[0].name, arch.intermediate))
+        grads = ACTIVATION_BACKWARD_GRADIENTS.get(arch.activation, 2)
+        tape.mark(grads * arch.intermediate * tape.setup.compute_bytes)  # the activation's gradients
     out = tape.linear(hidden, mlp[-1].name, arch.hidden)
     if arch.norms_per_layer == 4:
         out = tape.norm(out)
@@ -277,10 +309,20 @@ class ActivationEstimate:
     model_tail: int  # what stays after the final norm's backward: token ids and rotary tables
     backward_transient: int  # gradients alive inside one layer's backward
     layers: int
+    checkpoint_inputs: int = 0  # inputs every checkpointed layer holds besides x: eager's materialized mask
+    # the peak inside one layer's backward: its saved tensors not yet freed plus the live gradients
+    first_layer_backward: int | None = None
+    layer_backward: int | None = None
+
+    def backward_peak(self, first: bool) -> int:
+        peak = self.first_layer_backward if first else self.layer_backward
+        if peak is None:  # a layer walked without marks: everything it saved plus the widest gradients
+            return (self.first_layer if first else self.per_layer) + self.backward_transient
+        return peak
 
     def saved(self, gradient_checkpointing: bool) -> int:
         if gradient_checkpointing:
-            return self.layers * self.layer_input + self.model_level
+            return self.layers * self.layer_input + self.model_level + self.checkpoint_inputs
         return self.first_layer + (self.layers - 1) * self.per_layer + self.model_level
 
 
@@ -312,13 +354,25 @@ def estimate_activations(setup: ActivationSetup) -> ActivationEstimate:
     rotary_tables = 0 if arch.position_embeddings else 2 * setup.seq_len * arch.head_dim * setup.residual_bytes
 
     # Inside one layer's backward: the residual's incoming and accumulating gradients, and the
-    # widest intermediate gradient (the MLP's, or eager attention's probabilities); gradients of
-    # deeper intermediates replace saved tensors that are freed as their ops finish.
-    widest = max(arch.intermediate, arch.heads * setup.seq_len if setup.attention == "eager" else 0)
-    transient = (2 * arch.hidden * setup.residual_bytes + widest * setup.compute_bytes) * tokens
+    # widest intermediate gradients; gradients of deeper intermediates replace saved tensors that
+    # are freed as their ops finish. Eager attention's softmax backward holds two gradients of the
+    # a x s x s probabilities at once (its input's and its output's): fp32 in fp32, and a 16-bit
+    # gradient beside two fp32 ones under 16-bit compute (softmax runs in fp32). Measured: a
+    # checkpointed eager layer with 8 heads at s=1024 peaks 2 x 33.5 MB above its saved tensors.
+    eager = setup.attention == "eager"
+    probs_grads = arch.heads * setup.seq_len * (8 if setup.compute_bytes == 4 else 10) if eager else 0
+    widest = max(arch.intermediate * setup.compute_bytes, probs_grads)
+    residual_grads = arch.hidden * setup.residual_bytes  # the gradient flowing down the residual stream
+    transient = (residual_grads + widest) * tokens
+    first_peak, rest_peak = first.backward_peak_per_token(residual_grads), rest.backward_peak_per_token(residual_grads)
+    # eager attention materializes the causal mask (batch x 1 x s x s, model dtype); non-reentrant
+    # checkpointing keeps every layer's inputs, the mask among them, until that layer's backward
+    mask = tokens * setup.seq_len * setup.compute_bytes if eager else 0
     return ActivationEstimate(first_layer=first.saved_bytes_per_token() * tokens,
                               per_layer=rest.saved_bytes_per_token() * tokens,
                               layer_input=arch.hidden * setup.residual_bytes * tokens,
                               model_level=model.saved_bytes_per_token() * tokens + rotary_tables + position_ids,
                               model_tail=tail + rotary_tables,
-                              backward_transient=transient, layers=arch.layers)
+                              backward_transient=transient, layers=arch.layers, checkpoint_inputs=mask,
+                              first_layer_backward=first_peak * tokens if first_peak is not None else None,
+                              layer_backward=rest_peak * tokens if rest_peak is not None else None)

@@ -173,7 +173,8 @@ def _gpt2(config: dict) -> Arch:
     linears = (Linear("attn.c_attn", h, 3 * h, True), Linear("attn.c_proj", h, h, True),
                Linear("mlp.c_fc", h, intermediate, True), Linear("mlp.c_proj", intermediate, h, True,
                                                                   feedforward=True))
-    return Arch(family="gpt2", model_type="gpt2", **c, intermediate=intermediate, tied_embeddings=True,
+    return Arch(family="gpt2", model_type="gpt2", **c, intermediate=intermediate,
+                tied_embeddings=bool(config.get("tie_word_embeddings", True)),
                 norm="layer", norms_per_layer=2, qk_norm=False, mlp="plain",
                 activation=config.get("activation_function", "gelu_new"), fused_qkv=True,
                 parallel_residual=False, linears=linears, position_embeddings=c["max_positions"], embed_dim=h,

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner.activations import estimate_activations
+from planner.margins import margin_for
+from planner.optimizer_step import adamw_temporary_bytes
 from planner.setup import NF4_BYTES, NF4_DOUBLE_QUANT_BYTES, RunSetup
 
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
@@ -50,10 +52,18 @@ class MemoryBreakdown:
     phase: str
     metric: str
     phases: dict[str, int] = field(default_factory=dict)
+    margin: int = 0  # reserved beyond the estimate where the model is uncertain (planner/margins.py)
+    margin_reasons: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
+        """The estimate: what the measured peak is compared with."""
         return sum(getattr(self, name) for name in TERMS)
+
+    @property
+    def budgeted(self) -> int:
+        """What the plan must fit in the budget: the estimate and its stated margin."""
+        return self.total + self.margin
 
     def terms(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in TERMS}
@@ -122,6 +132,14 @@ def optimizer_bytes(run: RunSetup) -> int:
     return state // run.gpus if run.sharding == "fsdp" else state
 
 
+def optimizer_temporary_bytes(run: RunSetup) -> int:
+    adapter = run.adapter
+    lora = adapter is not None and adapter.kind == "lora"
+    return adamw_temporary_bytes(run.arch, run.method, run.optimizer, run.device.is_cpu, run.trainable_bytes,
+                                 lora_rank=adapter.rank if lora else 0,
+                                 lora_modules=adapter.layer_modules if lora else ())
+
+
 def logits_bytes(run: RunSetup) -> int:
     """The loss in fp32 over batch x seq x vocab: log-softmax (kept), its gradient and the logits' gradient."""
     copies = 3 + (1 if run.arch.final_softcap else 0)
@@ -160,12 +178,15 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
         # each layer is recomputed before its backward: its activations live again beside the
         # checkpoints; the first layer's peak comes early in its backward (MLP), when only its
         # last Linear has a gradient yet
-        last_layer = acts.saved(True) - acts.model_level + acts.model_tail + acts.per_layer + acts.backward_transient
-        first_layer = acts.layer_input + acts.model_tail + acts.per_layer + acts.backward_transient
+        last_layer = (acts.saved(True) - acts.model_level + acts.model_tail
+                      + acts.backward_peak(first=acts.layers == 1))
+        first_layer = (acts.layer_input + acts.checkpoint_inputs + acts.model_tail
+                       + acts.backward_peak(first=True))
         first_layer_grads = max(grads_before, grads_before_embedding - layer_grad + last_linear_grad)
     else:
-        last_layer = acts.saved(False) + acts.backward_transient
-        first_layer = acts.first_layer + acts.model_tail + acts.backward_transient
+        last_alone = acts.saved(False) - (acts.first_layer if acts.layers == 1 else acts.per_layer)
+        last_layer = last_alone + acts.backward_peak(first=acts.layers == 1)
+        first_layer = acts.model_tail + acts.backward_peak(first=True)
         first_layer_grads = grads_before_embedding
 
     def phase(gradients: int, activations: int, logits: int, optimizer_temp: int = 0, autocast: int = copies):
@@ -179,7 +200,7 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
         "backward_last_layer": phase(max(grads_before, head_grad), last_layer, 0),
         "backward_first_layer": phase(first_layer_grads, first_layer, 0),
         "backward_end": phase(max(grads_before, grads_before_embedding) + embedding_grad, acts.model_tail, 0),
-        "optimizer_step": phase(grads, 0, 0, autocast=0),
+        "optimizer_step": phase(grads, 0, 0, optimizer_temp=optimizer_temporary_bytes(run), autocast=0),
     }
 
 
@@ -190,5 +211,7 @@ def estimate_memory(run: RunSetup, calibration: Calibration = NEUTRAL) -> Memory
     overhead = int(overhead_bytes(run, sum(terms.values())) * calibration.overhead)
     metric = ("tensor bytes at the step's peak (MemTracker / RSS growth), cpu" if run.device.is_cpu
               else "torch.cuda.max_memory_reserved() per GPU")
+    margin, reasons = margin_for(run, sum(terms.values()) + overhead)
     return MemoryBreakdown(**terms, overhead=overhead, phase=peak_phase, metric=metric,
-                           phases={name: sum(t.values()) for name, t in phases.items()})
+                           phases={name: sum(t.values()) for name, t in phases.items()}, margin=margin,
+                           margin_reasons=reasons)

@@ -39,7 +39,9 @@ class Plan:
         return None if self.max_steps is None else self.throughput.run_seconds(self.max_steps)
 
     def to_dict(self) -> dict:
-        memory = {**self.memory.terms(), "total": self.memory.total, "phase": self.memory.phase,
+        memory = {**self.memory.terms(), "total": self.memory.total, "margin": self.memory.margin,
+                  "margin_reasons": list(self.memory.margin_reasons), "budgeted": self.memory.budgeted,
+                  "phase": self.memory.phase,
                   "metric": self.memory.metric, "phases": dict(self.memory.phases),
                   "budget": self.budget_bytes}
         t = self.throughput

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from planner.activations import estimate_activations
 from planner.adapters import AdapterPlan, ia3_plan, lora_plan
+from planner.attention_choice import attention_for, check_attention
 from planner.catalog import GpuSpec, Inventory
 from planner.errors import FieldProblem, InfeasibleError, SpecError
 from planner.memory import NEUTRAL, Calibration, MemoryBreakdown, estimate_memory
@@ -40,7 +41,7 @@ class _Context:
 
     def fits(self, run: RunSetup) -> tuple[bool, MemoryBreakdown]:
         memory = estimate_memory(run, self.calibration)
-        return memory.total <= self.budget, memory
+        return memory.budgeted <= self.budget, memory
 
 
 def _choose_gpus(spec: JobSpec, inventory: Inventory, ctx_decisions: list[Decision]) -> tuple[GpuSpec, int]:
@@ -132,11 +133,11 @@ def _run_for(ctx: _Context, rung: Rung, precision: str, recipe: str, seq_len: in
     sharding = rung.sharding if rung.sharding == "fsdp" else ("ddp" if ctx.gpus > 1 else "none")
     if rung.method == "qlora" and precision == "fp32":
         precision, recipe = ("bf16" if ctx.gpu.bf16 or ctx.gpu.is_cpu else "fp16"), "amp"
-    attention = ctx.spec.attention if ctx.spec.attention != "auto" else "sdpa"
     return RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method=rung.method,
                     adapter=_adapter(ctx.spec, ctx.profile, rung.method), precision=precision, recipe=recipe,
                     optimizer=rung.optimizer, micro_batch=knobs.get("micro_batch", 1), seq_len=seq_len,
-                    attention=attention, gradient_checkpointing=knobs.get("gradient_checkpointing", True),
+                    attention=attention_for(ctx.spec, ctx.profile.arch),
+                    gradient_checkpointing=knobs.get("gradient_checkpointing", True),
                     sharding=sharding, gpus=ctx.gpus)
 
 
@@ -155,14 +156,14 @@ def _static_step(ctx: _Context, precision: str, recipe: str, seq_len: int) -> Ru
         ok, memory = ctx.fits(run)
         if ok:
             ctx.decide("0->1 static", "method", rung.method, rung.why, pinned=spec.method != "auto",
-                       needed_bytes=memory.total, budget_bytes=ctx.budget, rung=rung.name)
+                       needed_bytes=memory.budgeted, budget_bytes=ctx.budget, rung=rung.name)
             if rung.optimizer != "adamw" or spec.optimizer != "auto":
                 ctx.decide("0->1 static", "optimizer", rung.optimizer, "pinned" if spec.optimizer != "auto"
                            else "8-bit AdamW states make the static part fit", pinned=spec.optimizer != "auto")
             return run
         ctx.decide("0->1 static", "method", f"not {rung.name}",
-                   f"needs {gb(memory.total)} at micro-batch {run.micro_batch} "
-                   f"({_describe(memory)}); budget {gb(ctx.budget)}", needed_bytes=memory.total,
+                   f"needs {gb(memory.budgeted)} at micro-batch {run.micro_batch} "
+                   f"({_describe(memory)}); budget {gb(ctx.budget)}", needed_bytes=memory.budgeted,
                    budget_bytes=ctx.budget)
         tried.append((rung, memory))
     raise _infeasible(ctx, tried, precision, recipe, seq_len)
@@ -173,7 +174,7 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
     pins = [f"{name}={getattr(spec, name)}" for name in ("method", "micro_batch_size", "gradient_checkpointing",
                                                           "optimizer") if getattr(spec, name) != "auto"]
     rung, memory = tried[-1] if tried else (None, None)
-    lines = [f"job {spec.name!r} does not fit: needs {gb(memory.total)} per GPU at micro-batch "
+    lines = [f"job {spec.name!r} does not fit: needs {gb(memory.budgeted)} per GPU at micro-batch "
              f"{spec.micro_batch_size if spec.micro_batch_size != 'auto' else 1} with {rung.name} "
              f"({_describe(memory)}); the largest GPU ({ctx.gpu.name}) has {gb(ctx.budget)} usable "
              f"({gb(ctx.gpu.memory_bytes)} x {spec.resources.max_memory_fraction} - "
@@ -185,22 +186,26 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
             alt = make_plan(free, ctx.profile, Inventory.single(ctx.gpu, ctx.gpus), ctx.budget_input,
                             ctx.calibration)
             lines.append(f"with pins {', '.join(pins)} removed, {alt.settings['method']} at micro-batch "
-                         f"{alt.settings['micro_batch_size']} would need {gb(alt.memory.total)}")
+                         f"{alt.settings['micro_batch_size']} would need {gb(alt.memory.budgeted)}")
         except (InfeasibleError, SpecError):
             pass
     qlora = RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method="qlora",
                      adapter=_adapter(spec, ctx.profile, "qlora"),
                      precision="bf16" if ctx.gpu.bf16 or ctx.gpu.is_cpu else "fp16",
-                     recipe="amp", optimizer="adamw_8bit", micro_batch=1, seq_len=seq_len, attention="sdpa",
+                     recipe="amp", optimizer="adamw_8bit", micro_batch=1, seq_len=seq_len,
+                     attention=attention_for(spec, ctx.profile.arch),
                      gradient_checkpointing=True)
-    lines.append(f"QLoRA with 8-bit AdamW and checkpointing would need {gb(estimate_memory(qlora).total)} on one "
+    lines.append(f"QLoRA with 8-bit AdamW and checkpointing would need {gb(estimate_memory(qlora).budgeted)} on one "
                  f"GPU; shorter seq_len, more GPUs or a larger GPU would help")
-    return InfeasibleError("; ".join(lines), memory.total if memory else 0, ctx.budget)
+    return InfeasibleError("; ".join(lines), memory.budgeted if memory else 0, ctx.budget)
 
 
 def _activation_step(ctx: _Context, run: RunSetup) -> RunSetup:
     spec = ctx.spec
-    if spec.attention == "auto":
+    if spec.attention == "auto" and run.attention == "eager":
+        ctx.decide("0->1 activations", "attention", "eager", f"{run.arch.model_type} soft-caps its attention "
+                   "logits, which SDPA cannot do: eager keeps the a*s^2 probabilities")
+    elif spec.attention == "auto":
         ctx.decide("0->1 activations", "attention", "sdpa", "SDPA (flash / memory-efficient kernels): no a*s^2 "
                    "probabilities kept; the lecture's default")
     else:
@@ -213,14 +218,14 @@ def _activation_step(ctx: _Context, run: RunSetup) -> RunSetup:
     least = spec.objective == "least_memory"
     if ok and not least:
         ctx.decide("0->1 activations", "gradient_checkpointing", False,
-                   f"micro-batch {run.micro_batch} fits without it ({gb(memory.total)} of {gb(ctx.budget)}); "
-                   "checkpointing would cost a recompute (~1/3 more FLOPs)", needed_bytes=memory.total)
+                   f"micro-batch {run.micro_batch} fits without it ({gb(memory.budgeted)} of {gb(ctx.budget)}); "
+                   "checkpointing would cost a recompute (~1/3 more FLOPs)", needed_bytes=memory.budgeted)
         return without
     with_gc = ctx.fits(run)[1]
     reason = ("objective least_memory" if least else
-              f"micro-batch {run.micro_batch} needs {gb(memory.total)} without it; {gb(with_gc.total)} with it")
-    ctx.decide("0->1 activations", "gradient_checkpointing", True, reason, needed_bytes=with_gc.total,
-               without_bytes=memory.total)
+              f"micro-batch {run.micro_batch} needs {gb(memory.budgeted)} without it; {gb(with_gc.budgeted)} with it")
+    ctx.decide("0->1 activations", "gradient_checkpointing", True, reason, needed_bytes=with_gc.budgeted,
+               without_bytes=memory.budgeted)
     return run
 
 
@@ -254,7 +259,7 @@ def _batch_step(ctx: _Context, run: RunSetup) -> RunSetup:
                 candidate = run.with_(micro_batch=mb, grad_accum=per_gpu // mb)
                 ok, memory = ctx.fits(candidate)
                 if not ok:
-                    reason += f"; {mb} would need {gb(memory.total)} > {gb(ctx.budget)}"
+                    reason += f"; {mb} would need {gb(memory.budgeted)} > {gb(ctx.budget)}"
                     break
                 tps = _throughput(candidate).tokens_per_second
                 if tps < best_tps * (1 + MIN_THROUGHPUT_GAIN):
@@ -268,10 +273,10 @@ def _batch_step(ctx: _Context, run: RunSetup) -> RunSetup:
     best = best.with_(grad_accum=per_gpu // best.micro_batch)
     ok, memory = ctx.fits(best)
     if not ok:
-        raise InfeasibleError(f"pinned micro_batch_size {best.micro_batch} does not fit: needs {gb(memory.total)} "
+        raise InfeasibleError(f"pinned micro_batch_size {best.micro_batch} does not fit: needs {gb(memory.budgeted)} "
                               f"({_describe(memory)}); budget {gb(ctx.budget)} on {ctx.gpu.name}; "
-                              f"micro-batch 1 needs {gb(ctx.fits(best.with_(micro_batch=1))[1].total)}",
-                              memory.total, ctx.budget)
+                              f"micro-batch 1 needs {gb(ctx.fits(best.with_(micro_batch=1))[1].budgeted)}",
+                              memory.budgeted, ctx.budget)
     ctx.decide("1->n", "gradient_accumulation_steps", best.grad_accum,
                f"{best.micro_batch} x {best.grad_accum} steps x {dp} GPU(s) = effective batch {effective}")
     if run.sharding != "none":
@@ -283,6 +288,7 @@ def _batch_step(ctx: _Context, run: RunSetup) -> RunSetup:
 def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget_override: int | None = None,
               calibration: Calibration = NEUTRAL, seq_len: int | None = None) -> Plan:
     decisions: list[Decision] = []
+    check_attention(spec, profile.arch)
     gpu, count = _choose_gpus(spec, inventory, decisions)
     budget = budget_override or int(gpu.memory_bytes * spec.resources.max_memory_fraction) - gpu.context_bytes
     ctx = _Context(spec, profile, gpu, count, budget, calibration, budget_override, decisions)
@@ -304,6 +310,9 @@ def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget
     run = _activation_step(ctx, run)
     run = _batch_step(ctx, run)
     memory = estimate_memory(run, calibration)
+    if memory.margin:
+        ctx.decide("0->1 static", "memory margin", gb(memory.margin), "; ".join(memory.margin_reasons),
+                   margin_bytes=memory.margin, estimate_bytes=memory.total)
     throughput = _throughput(run)
     settings = _settings(spec, run, length)
     settings["training"]["checkpoint_every_steps"] = _checkpoint_interval(ctx, throughput)

@@ -33,8 +33,12 @@ def render_plan(plan: Plan, console: Console) -> None:
     for term in TERMS:
         memory.add_row(term, _gb(getattr(plan.memory, term)))
     memory.add_row("[bold]total[/]", f"[bold]{_gb(plan.memory.total)}[/]")
-    memory.add_row("budget", f"{_gb(plan.budget_bytes)} ({plan.memory.total / plan.budget_bytes:.0%} used)")
+    memory.add_row("margin", f"{_gb(plan.memory.margin)} ({plan.memory.margin / max(plan.memory.total, 1):.0%})")
+    memory.add_row("budget", f"{_gb(plan.budget_bytes)} ({plan.memory.budgeted / plan.budget_bytes:.0%} used "
+                   "with the margin)")
     console.print(memory)
+    for reason in plan.memory.margin_reasons:
+        console.print(f"  margin {reason}")
     chosen = Table(title="Decisions")
     for column in ("step", "setting", "choice", "why"):
         chosen.add_column(column, overflow="fold")
