@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from planner.adapters import AdapterPlan
 from planner.families import Arch
+from planner.quant import linear4bit_output_bytes, qlora_residual_bytes
 
 # Activation functions: how many tensors of the MLP width each saves (transformers' own code):
 # silu / gelu / relu save their input; gelu_new is a Python expression that keeps four.
@@ -48,6 +49,7 @@ class ActivationSetup:
     train_base: bool  # full fine-tuning: every base weight is trained
     adapter: AdapterPlan | None = None
     input_requires_grad: bool = False  # peft + checkpointing make the embedding output require grad
+    quantized: bool = False  # QLoRA: 4-bit Linears, the rest of the base upcast to fp32 (planner.quant)
 
     @property
     def compute_bytes(self) -> int:
@@ -56,6 +58,8 @@ class ActivationSetup:
     @property
     def residual_bytes(self) -> int:
         # AMP over fp32 weights keeps the residual stream in fp32; a 16-bit base keeps it in 16-bit.
+        if self.quantized:
+            return qlora_residual_bytes(self.recipe)
         return 4 if self.recipe == "fp32" or (self.recipe == "amp" and self.train_base) else 2
 
     def mask_bytes(self, x_bytes: int) -> int:
@@ -118,12 +122,13 @@ class Tape:
         if s.train_base:
             self.save(x_in)
         out_grad = x.requires_grad or s.train_base or lora or ia3
-        out = self.new(out_width, s.compute_bytes, out_grad)
+        # a Linear4bit saves nothing (MatMul4Bit keeps only the packed weight) and returns x's dtype
+        out = self.new(out_width, linear4bit_output_bytes(x.nbytes) if s.quantized else s.compute_bytes, out_grad)
         if lora:
             lora_in = x_in
             if adapter.dropout > 0:  # each adapted module draws its own dropout mask and copy
                 if x.requires_grad:
-                    self.save(self.new(x.width, s.mask_bytes(x_in.nbytes), False))
+                    self.save(self.new(x.width, s.mask_bytes(x.nbytes), False))  # dropout runs before the cast
                 lora_in = self.new(x.width, x_in.nbytes, x.requires_grad)
             self.save(lora_in)  # lora_A's input
             self.save(self.new(adapter.rank, s.compute_bytes, True))  # lora_B's input
@@ -367,7 +372,7 @@ def estimate_activations(setup: ActivationSetup) -> ActivationEstimate:
     first_peak, rest_peak = first.backward_peak_per_token(residual_grads), rest.backward_peak_per_token(residual_grads)
     # eager attention materializes the causal mask (batch x 1 x s x s, model dtype); non-reentrant
     # checkpointing keeps every layer's inputs, the mask among them, until that layer's backward
-    mask = tokens * setup.seq_len * setup.compute_bytes if eager else 0
+    mask = tokens * setup.seq_len * setup.residual_bytes if eager else 0  # in the hidden states' dtype
     return ActivationEstimate(first_layer=first.saved_bytes_per_token() * tokens,
                               per_layer=rest.saved_bytes_per_token() * tokens,
                               layer_input=arch.hidden * setup.residual_bytes * tokens,

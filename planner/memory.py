@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from planner.activations import estimate_activations
 from planner.margins import margin_for
 from planner.optimizer_step import adamw_temporary_bytes
-from planner.setup import NF4_BYTES, NF4_DOUBLE_QUANT_BYTES, RunSetup
+from planner.quant import dequant_transient_bytes, lm_head_autocast_bytes, qlora_base_bytes
+from planner.setup import NF4_DOUBLE_QUANT_BYTES, RunSetup
 
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
 ALLOCATOR_SLACK = 0.05  # the caching allocator's fragmentation over allocated bytes (measured 3-8 %)
@@ -77,10 +78,8 @@ def weight_bytes(run: RunSetup) -> int:
     if run.method == "full":
         stored = arch.total_params * run.trainable_bytes
     elif run.method == "qlora":
-        per_param = NF4_DOUBLE_QUANT_BYTES if run.double_quant else NF4_BYTES
-        # Only the decoder layers' Linear weights are quantized. peft's prepare_model_for_kbit_training,
-        # which the worker calls, upcasts the rest (embeddings, norms, lm_head) to fp32 for stability.
-        stored = int(arch.linear_params * per_param) + (arch.total_params - arch.linear_params) * 4
+        # 4-bit weights with their quant state; the rest upcast to fp32 by prepare_model_for_kbit_training
+        stored = qlora_base_bytes(arch, run.precision, run.double_quant)
         stored += run.adapter.trainable_params * run.trainable_bytes
     else:
         stored = arch.total_params * run.frozen_bytes + run.adapter.trainable_params * run.trainable_bytes
@@ -188,6 +187,14 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
         last_layer = last_alone + acts.backward_peak(first=acts.layers == 1)
         first_layer = acts.model_tail + acts.backward_peak(first=True)
         first_layer_grads = grads_before_embedding
+
+    if run.method == "qlora":
+        # a whole 4-bit weight dequantized in the compute dtype inside each Linear4bit's backward
+        # (and recompute); the lm_head's autocast copy is saved from forward until its backward
+        dequant = dequant_transient_bytes(run.arch, run.precision, run.double_quant)
+        last_layer += dequant
+        first_layer += dequant
+        saved += lm_head_autocast_bytes(run.arch, run.recipe)
 
     def phase(gradients: int, activations: int, logits: int, optimizer_temp: int = 0, autocast: int = copies):
         return {"weights": weights + autocast, "gradients": gradients, "optimizer": state + optimizer_temp,

@@ -106,6 +106,8 @@ def measure_step(settings: dict) -> StepMemory:
     with tempfile.TemporaryDirectory() as work_dir:
         job = WorkerJob(plan={"settings": settings}, output_dir=work_dir, work_dir=work_dir)
         trainer = Trainer(model=model, args=training_arguments(job, 2, device, False))
+        # Trainer.train wraps the model so its forward runs under the plan's autocast (AMP)
+        model = trainer.accelerator.prepare_model(model)
         optimizer = trainer.create_optimizer()
         trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train's loop; one micro-batch here
         batch = probe_batch(settings, model.config.vocab_size)
