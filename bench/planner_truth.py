@@ -52,12 +52,14 @@ def main() -> int:
     rng = random.Random(args.seed)
     families, methods = args.families.split(","), args.methods.split(",")
     groups: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    over_budget = 0  # cases whose measured peak exceeds the plan's estimate + stated margin
     out = args.out.open("w") if args.out else None
     started = time.time()
     for index in range(args.cases):
         case = draw_case(Chooser.from_random(rng), families, methods)
         outcome = predict_and_measure(case)
         groups[f"{case.family} x {case.method}"].append((case.describe(), outcome.error))
+        over_budget += outcome.predicted * (1 + outcome.margin) < outcome.measured
         print(f"{index + 1:4d} {100 * outcome.error:+6.2f} %  {case.describe()}  predicted "
               f"{outcome.predicted / 2**20:8.2f} MiB ({outcome.predicted_phase})  measured "
               f"{outcome.measured / 2**20:8.2f} MiB ({outcome.measured_phase})", flush=True)
@@ -68,6 +70,7 @@ def main() -> int:
         print(f"  {group:24s} {summarize(groups[group])}")
     every = [row for rows in groups.values() for row in rows]
     print(f"\nall: {summarize(every)}")
+    print(f"measured above estimate + stated margin: {over_budget} of {len(every)}")
     errors = [error for _, error in every]
     met = (statistics.median(abs(e) for e in errors) <= 0.03 and max(abs(e) for e in errors) <= 0.08
            and min(errors) >= -0.03)

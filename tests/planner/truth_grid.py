@@ -119,7 +119,7 @@ class Outcome:
     measured_phase: str
     predicted_terms: dict
     measured_phases: dict
-    margin: float  # the plan's stated margin for this case (a share of the estimate)
+    margin: float  # the plan's stated margin for this case, as a share of the estimate
 
     @property
     def error(self) -> float:
@@ -144,4 +144,4 @@ def predict_and_measure(case: Case) -> Outcome:
     memory = plan.memory
     return Outcome(case=case, predicted=memory.total, measured=measured.total, predicted_phase=memory.phase,
                    measured_phase=measured.peak_phase, predicted_terms=memory.terms(),
-                   measured_phases=measured.phases, margin=getattr(memory, "margin", 0.0))
+                   measured_phases=measured.phases, margin=memory.margin / memory.total)
