@@ -219,6 +219,9 @@ def walk_layer(tape: Tape, x: Tensor) -> Tensor:
     Arch.linears lists the attention projections first (q, k, v, o; or qkv, o), then the MLP.
     """
     arch = tape.setup.arch
+    if arch.layer_walk == "extended":  # Phi, Falcon, MoE, OLMo2, generic: planner/walk_families.py
+        from planner.walk_families import walk_extended_layer
+        return walk_extended_layer(tape, x)
     q_width, kv_width = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
     h = tape.norm(x)
     if arch.fused_qkv:

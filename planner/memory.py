@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner.activations import estimate_activations
+from planner.optimizer_step import adamw_temporary_bytes
 from planner.setup import NF4_BYTES, NF4_DOUBLE_QUANT_BYTES, RunSetup
 
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
@@ -122,6 +123,14 @@ def optimizer_bytes(run: RunSetup) -> int:
     return state // run.gpus if run.sharding == "fsdp" else state
 
 
+def optimizer_temporary_bytes(run: RunSetup) -> int:
+    adapter = run.adapter
+    lora = adapter is not None and adapter.kind == "lora"
+    return adamw_temporary_bytes(run.arch, run.method, run.optimizer, run.device.is_cpu, run.trainable_bytes,
+                                 lora_rank=adapter.rank if lora else 0,
+                                 lora_modules=adapter.layer_modules if lora else ())
+
+
 def logits_bytes(run: RunSetup) -> int:
     """The loss in fp32 over batch x seq x vocab: log-softmax (kept), its gradient and the logits' gradient."""
     copies = 3 + (1 if run.arch.final_softcap else 0)
@@ -179,7 +188,7 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
         "backward_last_layer": phase(max(grads_before, head_grad), last_layer, 0),
         "backward_first_layer": phase(first_layer_grads, first_layer, 0),
         "backward_end": phase(max(grads_before, grads_before_embedding) + embedding_grad, acts.model_tail, 0),
-        "optimizer_step": phase(grads, 0, 0, autocast=0),
+        "optimizer_step": phase(grads, 0, 0, optimizer_temp=optimizer_temporary_bytes(run), autocast=0),
     }
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from planner.activations import estimate_activations
 from planner.adapters import AdapterPlan, ia3_plan, lora_plan
+from planner.attention_choice import attention_for, check_attention
 from planner.catalog import GpuSpec, Inventory
 from planner.errors import FieldProblem, InfeasibleError, SpecError
 from planner.memory import NEUTRAL, Calibration, MemoryBreakdown, estimate_memory
@@ -132,11 +133,11 @@ def _run_for(ctx: _Context, rung: Rung, precision: str, recipe: str, seq_len: in
     sharding = rung.sharding if rung.sharding == "fsdp" else ("ddp" if ctx.gpus > 1 else "none")
     if rung.method == "qlora" and precision == "fp32":
         precision, recipe = ("bf16" if ctx.gpu.bf16 or ctx.gpu.is_cpu else "fp16"), "amp"
-    attention = ctx.spec.attention if ctx.spec.attention != "auto" else "sdpa"
     return RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method=rung.method,
                     adapter=_adapter(ctx.spec, ctx.profile, rung.method), precision=precision, recipe=recipe,
                     optimizer=rung.optimizer, micro_batch=knobs.get("micro_batch", 1), seq_len=seq_len,
-                    attention=attention, gradient_checkpointing=knobs.get("gradient_checkpointing", True),
+                    attention=attention_for(ctx.spec, ctx.profile.arch),
+                    gradient_checkpointing=knobs.get("gradient_checkpointing", True),
                     sharding=sharding, gpus=ctx.gpus)
 
 
@@ -191,7 +192,8 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
     qlora = RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method="qlora",
                      adapter=_adapter(spec, ctx.profile, "qlora"),
                      precision="bf16" if ctx.gpu.bf16 or ctx.gpu.is_cpu else "fp16",
-                     recipe="amp", optimizer="adamw_8bit", micro_batch=1, seq_len=seq_len, attention="sdpa",
+                     recipe="amp", optimizer="adamw_8bit", micro_batch=1, seq_len=seq_len,
+                     attention=attention_for(spec, ctx.profile.arch),
                      gradient_checkpointing=True)
     lines.append(f"QLoRA with 8-bit AdamW and checkpointing would need {gb(estimate_memory(qlora).total)} on one "
                  f"GPU; shorter seq_len, more GPUs or a larger GPU would help")
@@ -200,7 +202,10 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
 
 def _activation_step(ctx: _Context, run: RunSetup) -> RunSetup:
     spec = ctx.spec
-    if spec.attention == "auto":
+    if spec.attention == "auto" and run.attention == "eager":
+        ctx.decide("0->1 activations", "attention", "eager", f"{run.arch.model_type} soft-caps its attention "
+                   "logits, which SDPA cannot do: eager keeps the a*s^2 probabilities")
+    elif spec.attention == "auto":
         ctx.decide("0->1 activations", "attention", "sdpa", "SDPA (flash / memory-efficient kernels): no a*s^2 "
                    "probabilities kept; the lecture's default")
     else:
@@ -283,6 +288,7 @@ def _batch_step(ctx: _Context, run: RunSetup) -> RunSetup:
 def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget_override: int | None = None,
               calibration: Calibration = NEUTRAL, seq_len: int | None = None) -> Plan:
     decisions: list[Decision] = []
+    check_attention(spec, profile.arch)
     gpu, count = _choose_gpus(spec, inventory, decisions)
     budget = budget_override or int(gpu.memory_bytes * spec.resources.max_memory_fraction) - gpu.context_bytes
     ctx = _Context(spec, profile, gpu, count, budget, calibration, budget_override, decisions)
