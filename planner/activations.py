@@ -50,6 +50,7 @@ class ActivationSetup:
     adapter: AdapterPlan | None = None
     input_requires_grad: bool = False  # peft + checkpointing make the embedding output require grad
     quantized: bool = False  # QLoRA: 4-bit Linears, the rest of the base upcast to fp32 (planner.quant)
+    checkpointing: bool = False  # gradient checkpointing (non-reentrant)
 
     @property
     def compute_bytes(self) -> int:
@@ -127,8 +128,10 @@ class Tape:
         if lora:
             lora_in = x_in
             if adapter.dropout > 0:  # each adapted module draws its own dropout mask and copy
-                if x.requires_grad:
-                    self.save(self.new(x.width, s.mask_bytes(x.nbytes), False))  # dropout runs before the cast
+                # kept for x's gradient, and under checkpointing even when x needs none (measured: a
+                # QLoRA first layer's recompute holds q's, k's and v's masks); dropout runs before the cast
+                if x.requires_grad or s.checkpointing:
+                    self.save(self.new(x.width, s.mask_bytes(x.nbytes), False))
                 lora_in = self.new(x.width, x_in.nbytes, x.requires_grad)
             self.save(lora_in)  # lora_A's input
             self.save(self.new(adapter.rank, s.compute_bytes, True))  # lora_B's input
@@ -251,6 +254,9 @@ def walk_layer(tape: Tape, x: Tensor) -> Tensor:
     Arch.linears lists the attention projections first (q, k, v, o; or qkv, o), then the MLP.
     """
     arch = tape.setup.arch
+    if arch.layer_walk == "extended":  # Phi, Falcon, MoE, OLMo2, generic: planner/walk_families.py
+        from planner.walk_families import walk_extended_layer
+        return walk_extended_layer(tape, x)
     q_width, kv_width = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
     h = tape.norm(x)
     if arch.fused_qkv:
@@ -344,6 +350,11 @@ def estimate_activations(setup: ActivationSetup) -> ActivationEstimate:
     rest = Tape(setup)
     x1 = rest.new(arch.hidden, max(out0.nbytes, setup.residual_bytes), True)
     out1 = walk_layer(rest, x1)
+    # a layer's backward starts with everything it saved alive, its output's gradient arriving and
+    # its last op's input gradient being made; under checkpointing the recompute ends the same way
+    # (the last op is a norm or an add: its fp32 working copies are two more hidden-width tensors)
+    for tape, out in ((first, out0), (rest, out1)):
+        tape.mark(out.width * out.nbytes + 2 * arch.hidden * 4)
 
     model = Tape(setup)
     if setup.train_base:

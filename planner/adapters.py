@@ -18,6 +18,10 @@ IA3_DEFAULT_TARGETS: dict[str, tuple[list[str], list[str]]] = {
     "gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),
     "gpt_neox": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
     "opt": (["q_proj", "k_proj", "fc2"], ["fc2"]),
+    "phi": (["q_proj", "v_proj", "fc2"], ["fc2"]),
+    "falcon": (["query_key_value", "dense_4h_to_h"], ["dense_4h_to_h"]),
+    # w2 was Mixtral's per-expert nn.Linear; transformers 5 fuses the experts, so only k and v match
+    "mixtral": (["k_proj", "v_proj", "w2"], ["w2"]),
 }
 
 

@@ -21,8 +21,7 @@ def full_decay_group(arch: Arch) -> list[int]:
     sizes = [arch.vocab * arch.embed_dim]
     if arch.position_embeddings:
         sizes.append(arch.position_embeddings * arch.hidden)
-    for _ in range(arch.layers):
-        sizes += [linear.in_features * linear.out_features for linear in arch.linears]
+    sizes += arch.weight_matrix_sizes()  # every layer's matrices, experts included, in parameter order
     sizes += [linear.in_features * linear.out_features for linear in arch.extra_linears]
     if not arch.tied_embeddings:
         sizes.append(arch.vocab * arch.embed_dim)

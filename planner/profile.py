@@ -30,8 +30,15 @@ class ModelProfile:
         """Parameter count per component, summed over layers; they add up to `total_params`."""
         arch = self.arch
         parts = {"embeddings": arch.embedding_params}
-        for linear in arch.linears:
-            parts[linear.name.split(".")[-1]] = parts.get(linear.name.split(".")[-1], 0) + arch.layers * linear.params
+        moe_layers = arch.layers - arch.dense_layers  # all layers, unless an MoE model keeps dense ones
+        linear_counts = [(linear, moe_layers) for linear in arch.linears] + [
+            (linear, arch.dense_layers) for linear in arch.attention_linears + arch.dense_linears]
+        for linear, layers in linear_counts:
+            if layers:
+                name = linear.name.split(".")[-1]
+                parts[name] = parts.get(name, 0) + layers * linear.params
+        if arch.experts:
+            parts["experts"] = moe_layers * arch.expert_params_per_layer  # fused experts and the router
         parts["norms"] = arch.layers * arch.norm_params_per_layer + arch.final_norm_params
         parts["lm_head"] = arch.lm_head_params
         if arch.extra_linears:
@@ -97,6 +104,9 @@ def profile_from_config(config: dict, source: str = "<config>", origin: str = "<
         arch = arch_from_config(config)
     except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError, OverflowError) as error:
         raise ModelProfileError(f"model {source!r}: cannot read its config ({origin}): {error}") from None
+    if arch.generic:  # the plan says so: its numbers rest on a layout guessed from standard fields
+        origin += (f"; generic causal-LM profile: model_type {arch.model_type!r} has no family of its own, "
+                   "so its layer is assumed Llama-like (a best effort)")
     return ModelProfile(source=source, config_origin=origin, arch=arch)
 
 

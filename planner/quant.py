@@ -64,7 +64,10 @@ COMPUTE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 def quantized_linears(arch: Arch) -> list[Linear]:
     """Every Linear bitsandbytes replaces by a Linear4bit: all of them but the output embedding."""
-    return list(arch.linears) * arch.layers + list(arch.extra_linears)
+    if not arch.bnb_quantizable:  # nn.Linear subclasses (FalconLinear): bitsandbytes leaves them alone
+        return []
+    dense = list(arch.attention_linears + arch.dense_linears) * arch.dense_layers
+    return list(arch.linears) * (arch.layers - arch.dense_layers) + dense + list(arch.extra_linears)
 
 
 def linear4bit_bytes(in_features: int, out_features: int, double_quant: bool = True) -> int:

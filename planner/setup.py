@@ -66,6 +66,7 @@ class RunSetup:
         return ActivationSetup(arch=self.arch, tokens=self.tokens, seq_len=self.seq_len, recipe=self.recipe,
                                attention=self.attention, on_cpu=self.device.is_cpu, train_base=self.train_base,
                                adapter=self.adapter, quantized=self.method == "qlora",
+                               checkpointing=self.gradient_checkpointing,
                                # peft enables input grads for 4-bit models only under reentrant checkpointing
                                input_requires_grad=(self.gradient_checkpointing and not self.train_base
                                                     and self.method != "qlora"))

@@ -40,8 +40,13 @@ class Throughput:
 
 
 def matmul_params(run: RunSetup) -> int:
-    """Parameters that take part in matmuls per token: the layers' Linears and the lm_head."""
-    return run.arch.linear_params + run.arch.vocab * run.arch.embed_dim
+    """Parameters in one token's matmuls: the layers' Linears, its routed experts, and the lm_head."""
+    return run.arch.active_linear_params + run.arch.vocab * run.arch.embed_dim
+
+
+def weight_read_params(run: RunSetup) -> int:
+    """Parameters read from memory in each pass: every expert is read, whichever tokens it serves."""
+    return run.arch.matmul_weight_params + run.arch.vocab * run.arch.embed_dim
 
 
 def attention_flops_per_token(run: RunSetup) -> float:
@@ -76,7 +81,7 @@ def micro_batch_bytes(run: RunSetup, activation_bytes: int) -> float:
         # each pass dequantizes: read 4-bit, write and read back 16-bit
         weight_traffic = run.arch.linear_params * (NF4_DOUBLE_QUANT_BYTES + 4) * passes
     else:
-        weight_traffic = matmul_params(run) * (run.frozen_bytes if not run.train_base else 2) * passes
+        weight_traffic = weight_read_params(run) * (run.frozen_bytes if not run.train_base else 2) * passes
     if run.sharding == "fsdp":
         weight_traffic /= run.gpus
     return weight_traffic + 2 * activation_bytes

@@ -328,7 +328,9 @@ def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget
 def _settings(spec: JobSpec, run: RunSetup, seq_len: int) -> dict:
     settings = spec.model_dump(mode="json")
     lora = settings["lora"]
-    if run.adapter is not None and run.adapter.kind == "lora":
+    # all-linear becomes the module list the plan counted, except for a generic profile, whose module
+    # names are guessed: there peft's own all-linear finds the real ones
+    if run.adapter is not None and run.adapter.kind == "lora" and not run.arch.generic:
         lora["target_modules"] = list(run.adapter.layer_modules + run.adapter.model_modules) \
             if spec.lora.target_modules == "all-linear" else spec.lora.target_modules
     settings.update({

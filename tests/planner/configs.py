@@ -50,5 +50,32 @@ def random_family_config(family: str, *, hidden: int, layers: int, heads: int, k
         "opt": lambda: t.OPTConfig(vocab_size=vocab, hidden_size=hidden, ffn_dim=intermediate,
                                    num_hidden_layers=layers, num_attention_heads=heads,
                                    max_position_embeddings=positions, tie_word_embeddings=tied),
+        "phi": lambda: t.PhiConfig(**shape, partial_rotary_factor=0.25 if hidden % 128 else 0.5),
+        "falcon": lambda: _falcon(shape, kv_heads, heads, layers),
+        "mixtral": lambda: t.MixtralConfig(**shape, **_experts(intermediate, "num_local_experts")),
+        "qwen2_moe": lambda: t.Qwen2MoeConfig(**shape, **_experts(intermediate, "num_experts"),
+                                              moe_intermediate_size=intermediate // 2,
+                                              shared_expert_intermediate_size=intermediate),
+        "starcoder2": lambda: t.Starcoder2Config(**shape),
+        "olmo2": lambda: t.Olmo2Config(**shape, pad_token_id=0),
     }
     return builders[family]()
+
+
+def _experts(intermediate: int, count_key: str) -> dict:
+    """2 to 8 experts, 1 or 2 per token, varied with the drawn width."""
+    count = 2 + (intermediate // 8) % 7
+    return {count_key: count, "num_experts_per_tok": min(count, 1 + (intermediate // 8) % 2)}
+
+
+def _falcon(shape: dict, kv_heads: int, heads: int, layers: int):
+    """Falcon's three layouts: multi-query (7B), grouped k/v in the new decoder (40B), or one k/v per head."""
+    config = {key: value for key, value in shape.items() if key not in ("num_key_value_heads", "intermediate_size")}
+    config["ffn_hidden_size"] = shape["intermediate_size"]
+    if kv_heads == 1:
+        config.update(multi_query=True, new_decoder_architecture=False, parallel_attn=True)
+    elif kv_heads < heads:
+        config.update(new_decoder_architecture=True, num_kv_heads=kv_heads)
+    else:
+        config.update(multi_query=False, new_decoder_architecture=False, parallel_attn=layers % 2 == 0)
+    return transformers.FalconConfig(**config)

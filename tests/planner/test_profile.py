@@ -67,7 +67,7 @@ def test_unknown_model_and_unsupported_family_are_clear(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(ModelProfileError, match="huggingface-cli download nobody/nothing config.json"):
         load_profile("nobody/nothing")
-    with pytest.raises(ModelProfileError, match="not supported yet; supported: gemma"):
+    with pytest.raises(ModelProfileError, match="not supported yet; supported: falcon, gemma"):
         profile_from_config({"model_type": "t5", "vocab_size": 10})
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelProfileError, match="no config.json"):

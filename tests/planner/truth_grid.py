@@ -17,7 +17,8 @@ from pathlib import Path
 
 METHODS = ("full", "lora", "ia3", "qlora")
 NO_SDPA = ("gemma2",)  # transformers refuses SDPA for soft-capped attention
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "gpt2", "gpt_neox", "opt")
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "gpt2", "gpt_neox", "opt",
+            "phi", "falcon", "mixtral", "qwen2_moe", "starcoder2", "olmo2")
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,10 @@ def save_model(case: Case, folder: Path) -> None:
 
 
 # peft has no IA3 default for these families: the case names the modules, as a user would have to
-IA3_TARGETS = {"phi3": {"target_modules": ["qkv_proj", "down_proj"], "feedforward_modules": ["down_proj"]}}
+IA3_TARGETS = {"phi3": {"target_modules": ["qkv_proj", "down_proj"], "feedforward_modules": ["down_proj"]},
+               "qwen2_moe": {"target_modules": ["k_proj", "v_proj", "o_proj"], "feedforward_modules": ["o_proj"]},
+               "starcoder2": {"target_modules": ["k_proj", "v_proj", "c_proj"], "feedforward_modules": ["c_proj"]},
+               "olmo2": {"target_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]}}
 
 
 def pinned_spec(case: Case, folder: Path):
