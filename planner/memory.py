@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from planner.activations import estimate_activations
+from planner.layer_walk import estimate_activations
 from planner.margins import margin_for
 from planner.optimizer_step import adamw_temporary_bytes
 from planner.quant import dequant_transient_bytes, lm_head_autocast_bytes, qlora_base_bytes

@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from planner.activations import estimate_activations
 from planner.adapters import AdapterPlan, ia3_plan, lora_plan
 from planner.attention_choice import attention_for, check_attention
 from planner.catalog import GpuSpec, Inventory
 from planner.errors import FieldProblem, InfeasibleError, SpecError
+from planner.layer_walk import estimate_activations
 from planner.memory import NEUTRAL, Calibration, MemoryBreakdown, estimate_memory
 from planner.plan import Decision, Plan
 from planner.profile import ModelProfile
 from planner.rules import AUTO_SKIPS, MIN_THROUGHPUT_GAIN, STATIC_LADDER, Rung
+from planner.settings_out import worker_settings
 from planner.setup import RunSetup
 from planner.spec import JobSpec
 from planner.throughput import Throughput, estimate_throughput
@@ -316,33 +317,13 @@ def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget
         ctx.decide("0->1 static", "memory margin", gb(memory.margin), "; ".join(memory.margin_reasons),
                    margin_bytes=memory.margin, estimate_bytes=memory.total)
     throughput = _throughput(run)
-    settings = _settings(spec, run, length)
+    settings = worker_settings(spec, run, length)
     settings["training"]["checkpoint_every_steps"] = _checkpoint_interval(ctx, throughput)
     return Plan(name=spec.name, model=profile.source, config_origin=profile.config_origin,
                 params_total=profile.total_params, params_trainable=run.trainable_params, gpu=gpu.name,
                 gpus=count if run.sharding != "none" else 1, budget_bytes=budget, settings=settings,
                 memory=memory, throughput=throughput, decisions=tuple(ctx.decisions),
                 max_steps=spec.training.max_steps)
-
-
-def _settings(spec: JobSpec, run: RunSetup, seq_len: int) -> dict:
-    settings = spec.model_dump(mode="json")
-    lora = settings["lora"]
-    # all-linear becomes the module list the plan counted, except for a generic profile, whose module
-    # names are guessed: there peft's own all-linear finds the real ones
-    if run.adapter is not None and run.adapter.kind == "lora" and not run.arch.generic:
-        lora["target_modules"] = list(run.adapter.layer_modules + run.adapter.model_modules) \
-            if spec.lora.target_modules == "all-linear" else spec.lora.target_modules
-    settings.update({
-        "seq_len": seq_len, "packing": spec.packing if spec.packing != "auto" else True,
-        "method": run.method, "precision": run.precision,
-        "precision_recipe": run.recipe if run.precision != "fp32" else "fp32", "optimizer": run.optimizer,
-        "micro_batch_size": run.micro_batch, "gradient_checkpointing": run.gradient_checkpointing,
-        "attention": run.attention, "sharding": run.sharding, "gradient_accumulation_steps": run.grad_accum,
-    })
-    settings["resources"] = {**settings["resources"], "gpus": run.gpus if run.sharding != "none" else 1,
-                             "gpu_type": run.device.name}
-    return settings
 
 
 CHECKPOINT_SECONDS = 600  # auto: a checkpoint about every 10 minutes of predicted training

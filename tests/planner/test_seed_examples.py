@@ -2,11 +2,12 @@
 
 import pytest
 
-from planner.activations import ActivationSetup, estimate_activations
+from planner.activations import ActivationSetup
 from planner.adapters import lora_plan
 from planner.catalog import CATALOG
 from planner.families import arch_from_config
 from planner.known_models import KNOWN_CONFIGS
+from planner.layer_walk import estimate_activations
 from planner.memory import autocast_copy_bytes, gradient_bytes, optimizer_bytes, weight_bytes
 from planner.setup import RunSetup
 
