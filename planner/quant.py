@@ -127,11 +127,6 @@ def dequant_transient_bytes(arch: Arch, precision: str, double_quant: bool = Tru
     return n * COMPUTE_BYTES[precision] + absmax
 
 
-def linear4bit_saved_bytes_per_token() -> int:
-    """What bnb's MatMul4Bit saves for backward beyond its (parameter) weight: nothing."""
-    return 0
-
-
 def linear4bit_output_bytes(input_bytes: int) -> int:
     """A Linear4bit returns its input's dtype (`.to(inp_dtype)`), whatever the compute dtype."""
     return input_bytes
@@ -149,8 +144,3 @@ def qlora_residual_bytes(recipe: str) -> int:
 def lm_head_autocast_bytes(arch: Arch, recipe: str) -> int:
     """AMP: autocast's 16-bit copy of the fp32 lm_head (or tied embedding) weight, saved for backward."""
     return arch.vocab * arch.embed_dim * 2 if recipe == "amp" else 0
-
-
-def qlora_input_requires_grad(gradient_checkpointing: bool) -> bool:
-    """Non-reentrant checkpointing under QLoRA leaves the embedding output without grad (see above)."""
-    return False

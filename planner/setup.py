@@ -12,7 +12,6 @@ from planner.families import Arch
 # Bytes per parameter that QLoRA's NF4 with double quantization keeps: 4 bits, plus per block of
 # 64 an 8-bit absmax, plus per 256 blocks an fp32 second-level absmax (QLoRA paper, sec. 3).
 NF4_DOUBLE_QUANT_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
-NF4_BYTES = 0.5 + 4 / 64
 
 
 @dataclass(frozen=True)
