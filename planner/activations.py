@@ -76,6 +76,8 @@ class Tape:
     saved: dict[int, int] = field(default_factory=dict)
     # (saved bytes so far, gradient bytes) per token at the ops whose backward holds the most gradients
     marks: list[tuple[int, int]] = field(default_factory=list)
+    # (saved bytes so far, transient bytes) per token where the forward holds the most unsaved tensors
+    forward_marks: list[tuple[int, int]] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=itertools.count)
 
     def new(self, width: int, nbytes: int, requires_grad: bool) -> Tensor:
@@ -94,6 +96,18 @@ class Tape:
         """Backward reaches this op with everything saved before it still alive (later ops' saved
         tensors are freed as their backward finishes) and `gradient_bytes` of its gradients live."""
         self.marks.append((self.saved_bytes_per_token(), gradient_bytes))
+
+    def mark_forward(self, transient_bytes: int) -> None:
+        """The forward holds everything saved so far and `transient_bytes` it has not saved."""
+        self.forward_marks.append((self.saved_bytes_per_token(), transient_bytes))
+
+    def unsaved_bytes(self, *tensors: Tensor) -> int:
+        """Bytes per token of the storages among `tensors` that nothing has saved (each counted once)."""
+        storages = {t.ident: max(t.width, t.storage_width) * t.nbytes for t in tensors}
+        return sum(nbytes for ident, nbytes in storages.items() if ident not in self.saved)
+
+    def forward_peak_per_token(self) -> int | None:
+        return max((saved + transient for saved, transient in self.forward_marks), default=None)
 
     def backward_peak_per_token(self, residual_gradients: int) -> int | None:
         if not self.marks:
@@ -133,6 +147,10 @@ class Tape:
                 if x.requires_grad or s.checkpointing:
                     self.save(self.new(x.width, s.mask_bytes(x.nbytes), False))
                 lora_in = self.new(x.width, x_in.nbytes, x.requires_grad)
+            if s.quantized and x.requires_grad:
+                # x's gradient from the 4-bit base (a 2-D matmul output) and from the adapter are added
+                # out of place: both and their sum at once (measured); plain LoRA accumulates in place
+                self.mark(3 * x.width * x.nbytes)
             self.save(lora_in)  # lora_A's input
             self.save(self.new(adapter.rank, s.compute_bytes, True))  # lora_B's input
         if ia3 and not ia3_on_input:  # base_out * ia3_vector: saves base_out
@@ -197,7 +215,7 @@ class Tape:
         out_bytes = s.compute_bytes
         math_fallback = s.on_cpu and arch.attention_dropout > 0
         if s.attention == "eager" or (s.attention == "sdpa" and math_fallback):
-            return self._eager_attention(q, k, v)
+            return self._eager_attention(q, k, v, math_kernel=s.attention == "sdpa")
         if needs_grad:
             for tensor in (q, k, v):
                 self.save(self.autocast_input(tensor))
@@ -211,7 +229,7 @@ class Tape:
             return out  # already laid out as the output projection's input
         return self.new(q_width, out_bytes, False)
 
-    def _eager_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def _eager_attention(self, q: Tensor, k: Tensor, v: Tensor, math_kernel: bool = False) -> Tensor:
         s, arch = self.setup, self.setup.arch
         q_width = arch.heads * arch.head_dim
         # bmm keeps contiguous (and GQA-repeated) copies: q's for k's gradient and k's for q's.
@@ -223,6 +241,9 @@ class Tape:
         probs_width = arch.heads * s.seq_len
         if probs_grad and arch.attn_softcap:
             self.save(self.new(probs_width, 4, True))  # tanh output of the logit soft-capping
+        # the forward's softmax: its output and the scores it reads (fp32 on the CPU), beside what is saved
+        # q, k and v are alive too (a view keeps its whole storage): saved, or held as the layer's locals
+        self.mark_forward(arch.eager_forward_scores * probs_width * 4 + self.unsaved_bytes(q, k, v))
         if probs_grad:
             self.save(self.new(probs_width, 4, True))  # softmax output (fp32)
             # softmax's backward holds the probabilities' gradient and its own output at once: fp32,
@@ -237,8 +258,14 @@ class Tape:
                 self.mark(probs_width * 2 * s.compute_bytes)
                 self.save(self.new(probs_width, s.compute_bytes, True))
         if probs_grad or v.requires_grad:
-            if probs_grad:
-                self.save(self.new(q_width, s.compute_bytes, True))  # v's copy, for the probabilities' gradient
+            if probs_grad:  # v, for the probabilities' gradient: a contiguous copy, except that SDPA's
+                # math kernel hands v to its matmul as a view where (batch x heads) folds without a copy
+                # (one sequence or one head): a view that keeps all of a fused qkv alive
+                v_as_view = math_kernel and arch.kv_heads == arch.heads and (arch.heads == 1 or s.tokens == s.seq_len)
+                self.save(v if v_as_view else self.new(q_width, s.compute_bytes, True))
+                # the matmul's backward: the probabilities' gradient made while they (and v) are still
+                # saved, beside the output's gradient and v's
+                self.mark(probs_width * s.compute_bytes + 2 * q_width * s.compute_bytes)
             # the transposed, contiguous output is kept only if the output projection needs it
             return self.new(q_width, s.compute_bytes, True)
         return self.new(q_width, s.compute_bytes, False)

@@ -88,6 +88,14 @@ class ActivationEstimate:
     # the peak inside one layer's backward: its saved tensors not yet freed plus the live gradients
     first_layer_backward: int | None = None
     layer_backward: int | None = None
+    # the peak inside one layer's forward (eager attention's scores), and what the model's loop holds
+    # beside it: the previous layer's attention probabilities (planner.arch.Arch.holds_layer_probs)
+    first_layer_forward: int = 0
+    layer_forward: int = 0
+    held_probs: int = 0
+
+    def forward_peak(self, first: bool) -> int:
+        return self.first_layer_forward if first else self.layer_forward
 
     def backward_peak(self, first: bool) -> int:
         peak = self.first_layer_backward if first else self.layer_backward
@@ -148,6 +156,7 @@ def estimate_activations(setup: ActivationSetup) -> ActivationEstimate:
     # eager attention materializes the causal mask (batch x 1 x s x s, model dtype); non-reentrant
     # checkpointing keeps every layer's inputs, the mask among them, until that layer's backward
     mask = tokens * setup.seq_len * setup.residual_bytes if eager else 0  # in the hidden states' dtype
+    held_probs = tokens * arch.heads * setup.seq_len * setup.residual_bytes if eager and arch.holds_layer_probs else 0
     return ActivationEstimate(first_layer=first.saved_bytes_per_token() * tokens,
                               per_layer=rest.saved_bytes_per_token() * tokens,
                               layer_input=arch.hidden * setup.residual_bytes * tokens,
@@ -155,4 +164,7 @@ def estimate_activations(setup: ActivationSetup) -> ActivationEstimate:
                               model_tail=tail + rotary_tables,
                               backward_transient=transient, layers=arch.layers, checkpoint_inputs=mask,
                               first_layer_backward=first_peak * tokens if first_peak is not None else None,
-                              layer_backward=rest_peak * tokens if rest_peak is not None else None)
+                              layer_backward=rest_peak * tokens if rest_peak is not None else None,
+                              first_layer_forward=(first.forward_peak_per_token() or 0) * tokens,
+                              layer_forward=(rest.forward_peak_per_token() or 0) * tokens,
+                              held_probs=held_probs)

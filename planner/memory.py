@@ -167,12 +167,13 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
     # With accumulation the gradients of earlier micro-batches stay through forward and backward;
     # DDP's buckets always exist.
     grads_before = grads if run.grad_accum > 1 else (grads // 2 if run.sharding == "ddp" else 0)
-    head_grad = (0 if run.arch.tied_embeddings else run.arch.vocab * run.arch.embed_dim * run.trainable_bytes
-                 ) if run.train_base else 0
+    # the lm_head's weight gradient is made first; a tied embedding's (the same weight) waits in
+    # autograd's input buffer until the embedding's backward adds a second vocab x hidden to it
+    head_grad = run.arch.vocab * run.arch.embed_dim * run.trainable_bytes if run.train_base else 0
     layer_grad = layer_grad_bytes(run)
     last_linear_grad = run.arch.linears[-1].params * run.trainable_bytes if run.train_base else 0
-    embedding_grad = run.arch.vocab * run.arch.embed_dim * run.trainable_bytes if run.train_base else 0
-    grads_before_embedding = max(grads_before, grads - embedding_grad)
+    embedding_grad = head_grad
+    grads_before_embedding = max(grads_before, grads - (0 if run.arch.tied_embeddings else embedding_grad))
     if run.gradient_checkpointing:
         # each layer is recomputed before its backward: its activations live again beside the
         # checkpoints; the first layer's peak comes early in its backward (MLP), when only its
@@ -188,6 +189,14 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
         first_layer = acts.model_tail + acts.backward_peak(first=True)
         first_layer_grads = grads_before_embedding
 
+    # inside the last layer's forward: the layers before it (their checkpoints, or all they saved);
+    # a previous layer's held attention probabilities are among what it saved, unless checkpointed
+    last = acts.layers == 1
+    if run.gradient_checkpointing:
+        before_last = acts.layers * acts.layer_input + acts.checkpoint_inputs + (0 if last else acts.held_probs)
+    else:
+        before_last = acts.saved(False) - acts.model_level - (acts.first_layer if last else acts.per_layer)
+    last_layer_forward = before_last + acts.model_tail + acts.forward_peak(first=last)
     if run.method == "qlora":
         # a whole 4-bit weight dequantized in the compute dtype inside each Linear4bit's backward
         # (and recompute); the lm_head's autocast copy is saved from forward until its backward
@@ -201,6 +210,7 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
                 "activations": activations, "logits": logits}
 
     return {
+        "forward_last_layer": phase(grads_before, last_layer_forward, 0),
         "forward_end": phase(grads_before, saved, lsm + run.tokens * run.arch.vocab * (4 if run.recipe == "fp32"
                                                                                         else 6)),
         "backward_start": phase(grads_before, saved, loss),
