@@ -90,7 +90,7 @@ def run_one(config: dict, root: Path, steps: int) -> dict:
                       "training": {"max_steps": steps, "effective_batch_size": config["micro_batch_size"],
                                    "checkpoint_every_steps": 10**6}})
     plan = plan_job(spec, Inventory.single(gpu, 1))
-    summary = train(WorkerJob(plan.to_dict(), str(root / "out"), str(root / "work")), ListSink())
+    summary = train(WorkerJob(plan, str(root / "out"), str(root / "work")), ListSink())
     return {**config, "gpu": gpu.name, "settings": {k: plan.settings[k] for k in
                                                     ("precision", "precision_recipe", "optimizer", "attention")},
             "predicted": summary["predicted_terms"], "measured_reserved": summary["memory_peak_bytes"],

@@ -36,7 +36,7 @@ def main(repeats: int = 20) -> None:
             samples.append(time.perf_counter() - started)
         median = statistics.median(samples)
         timings.append(median)
-        print(f"{model:32s} {count} x {gpu:10s} -> {plan.settings['method']:5s} mb {plan.settings['micro_batch_size']}"
+        print(f"{model:32s} {count} x {gpu:10s} -> {plan.settings.method:5s} mb {plan.settings.micro_batch_size}"
               f"  {median * 1000:6.2f} ms/plan")
     worst = max(timings)
     verdict = "met" if worst <= 0.02 else "MISSED"

@@ -35,7 +35,7 @@ def make_job(folder: Path, steps: int):
                       "method": "lora", "micro_batch_size": 4,
                       "training": {"max_steps": steps, "effective_batch_size": 8, "checkpoint_every_steps": steps}})
     plan = plan_job(spec, Inventory.single(cpu_with_memory(16 * 2**30)))
-    return WorkerJob(plan.to_dict(), str(folder / "out"), str(folder / "work"))
+    return WorkerJob(plan, str(folder / "out"), str(folder / "work"))
 
 
 def effft_run(job: WorkerJob, folder: Path) -> tuple[float, float]:
@@ -49,18 +49,18 @@ def plain_run(job: WorkerJob) -> float:
     from transformers import PrinterCallback, Trainer, default_data_collator
 
     settings = job.settings
-    tokenizer = load_tokenizer(settings)
+    tokenizer = load_tokenizer(settings.model)
     _, blocks, _ = prepare_data(settings, tokenizer)
-    torch.manual_seed(settings["training"]["seed"])
+    torch.manual_seed(settings.training.seed)
     model = prepare_model(settings, torch.device("cpu"))
-    args = training_arguments(job, settings["training"]["max_steps"], torch.device("cpu"), evaluate=False)
+    args = training_arguments(job, settings.training.max_steps, torch.device("cpu"), evaluate=False)
     args.logging_steps, args.include_num_input_tokens_seen, args.disable_tqdm = 500, "no", True
     clock = _Clock()
     trainer = Trainer(model=model, args=args, train_dataset=blocks, data_collator=default_data_collator,
                       callbacks=[clock])
     trainer.remove_callback(PrinterCallback)
     trainer.train()
-    return clock.seconds / settings["training"]["max_steps"]
+    return clock.seconds / settings.training.max_steps
 
 
 class _Clock(TrainerCallback):
@@ -81,8 +81,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         job = make_job(folder, options.steps)
-        tokens_per_step = job.settings["micro_batch_size"] * job.settings["gradient_accumulation_steps"] \
-            * job.settings["seq_len"]
+        tokens_per_step = job.settings.micro_batch_size * job.settings.gradient_accumulation_steps \
+            * job.settings.seq_len
         effft_steps, plain_steps, shares = [], [], []
         plain_run(job)  # warm-up: first-touch costs land on neither side
         for repeat in range(options.repeats):

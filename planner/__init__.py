@@ -7,7 +7,7 @@
 from planner.catalog import CATALOG, GpuSpec, Inventory, cpu_with_memory, parse_gpu_name
 from planner.errors import FieldProblem, InfeasibleError, ModelProfileError, PlannerError, SpecError
 from planner.memory import Calibration, MemoryBreakdown, estimate_memory
-from planner.plan import Decision, Plan
+from planner.plan import SCHEMA_VERSION, Decision, Plan, PlanVersionError, RunSettings, load_plan
 from planner.profile import ModelProfile, load_profile, profile_from_config
 from planner.spec import JobSpec, load_job, parse_job
 from planner.tree import make_plan
@@ -21,6 +21,7 @@ def plan_job(spec: JobSpec, inventory: Inventory, calibration: Calibration | Non
 
 
 __all__ = ["CATALOG", "Calibration", "Decision", "FieldProblem", "GpuSpec", "InfeasibleError", "Inventory",
-           "JobSpec", "MemoryBreakdown", "ModelProfile", "ModelProfileError", "Plan", "PlannerError", "SpecError",
-           "cpu_with_memory", "estimate_memory", "load_job", "load_profile", "make_plan", "parse_gpu_name",
-           "parse_job", "plan_job", "profile_from_config"]
+           "JobSpec", "MemoryBreakdown", "ModelProfile", "ModelProfileError", "Plan", "PlanVersionError",
+           "PlannerError", "RunSettings", "SCHEMA_VERSION", "SpecError", "cpu_with_memory", "estimate_memory",
+           "load_job", "load_plan", "load_profile", "make_plan", "parse_gpu_name", "parse_job", "plan_job",
+           "profile_from_config"]

@@ -1,58 +1,154 @@
-"""The Plan: every resolved setting, the memory breakdown, the throughput and the decisions."""
+"""The Plan: one versioned, typed document that crosses every boundary.
+
+The planner builds it; the CLI prints it; the scheduler stores it as JSON; the worker, the store
+and the API read it back with `load_plan`, which validates every field, so a renamed or missing
+key fails where the plan is read, with its path, and never as a KeyError on a Ray worker.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import Literal, Union
 
-from planner.memory import MemoryBreakdown
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planner.memory import TERMS, MemoryBreakdown
+from planner.spec import DatasetSpec, Ia3Spec, LoraSpec, ModelSource, OutputSpec, TrainingSpec
 from planner.throughput import Throughput
 
+SCHEMA_VERSION = 1  # raise it when a field changes meaning or goes; `load_plan` names the two versions
 
-@dataclass(frozen=True)
-class Decision:
+
+class PlanModel(BaseModel):
+    # not strict: a plan is read back from JSON, where a tuple is a list and 2.0 may be 2
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ResolvedResources(PlanModel):
+    gpus: int = Field(ge=1)  # GPUs per job (1 unless the plan shards)
+    gpu_type: str
+    max_memory_fraction: float = Field(gt=0, le=1)
+
+
+class RunSettings(PlanModel):
+    """What the worker runs: the job spec with every `auto` resolved (planner/settings_out.py)."""
+
+    name: str
+    model: ModelSource
+    dataset: DatasetSpec
+    seq_len: int = Field(ge=1)
+    packing: bool
+    method: Literal["full", "lora", "qlora", "ia3"]
+    lora: LoraSpec
+    ia3: Ia3Spec
+    precision: Literal["bf16", "fp16", "fp32"]
+    precision_recipe: Literal["fp32", "amp", "pure"]
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"]
+    micro_batch_size: int = Field(ge=1)
+    gradient_checkpointing: bool
+    attention: Literal["sdpa", "flash_attention_2", "eager"]
+    training: TrainingSpec
+    resources: ResolvedResources
+    objective: Literal["fastest", "least_memory"]
+    output: OutputSpec
+    sharding: Literal["none", "ddp", "fsdp"]
+    gradient_accumulation_steps: int = Field(ge=1)
+
+
+class PlanMemory(PlanModel):
+    """Bytes per GPU at the predicted peak, by term, and the budget it must fit."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    logits: int
+    overhead: int
+    total: int  # the estimate: what the measured peak is compared with
+    margin: int  # reserved beyond the estimate where the model is uncertain
+    margin_reasons: list[str]
+    budgeted: int  # total + margin: what must fit in the budget
+    phase: str  # the phase of the step where the peak falls
+    metric: str  # what the prediction is of (CUDA: max reserved; CPU: tensor bytes)
+    phases: dict[str, int]
+    budget: int  # per GPU: memory x max_memory_fraction - CUDA context
+
+    def terms(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in TERMS}
+
+    @classmethod
+    def of(cls, breakdown: MemoryBreakdown, budget: int) -> PlanMemory:
+        return cls(**breakdown.terms(), total=breakdown.total, margin=breakdown.margin,
+                   margin_reasons=list(breakdown.margin_reasons), budgeted=breakdown.budgeted,
+                   phase=breakdown.phase, metric=breakdown.metric, phases=dict(breakdown.phases), budget=budget)
+
+
+class PlanThroughput(PlanModel):
+    tokens_per_second: float
+    samples_per_second: float
+    mfu: float
+    step_seconds: float
+    bound: Literal["math", "memory"]
+    model_flops_per_token: float  # what MFU counts: no recompute
+    hardware_flops_per_token: float  # what the device executes: recompute included
+    run_seconds: float | None  # None when the run is given in epochs (it depends on the dataset)
+
+    @classmethod
+    def of(cls, throughput: Throughput, max_steps: int | None) -> PlanThroughput:
+        return cls(tokens_per_second=throughput.tokens_per_second, samples_per_second=throughput.samples_per_second,
+                   mfu=throughput.mfu, step_seconds=throughput.step_seconds, bound=throughput.bound,
+                   model_flops_per_token=throughput.model_flops_per_token,
+                   hardware_flops_per_token=throughput.hardware_flops_per_token,
+                   run_seconds=None if max_steps is None else throughput.run_seconds(max_steps))
+
+
+class Decision(PlanModel):
     step: str  # "resources", "0->1 static", "0->1 activations", "1->n"
     setting: str  # the spec field it sets
     choice: str
     reason: str
-    numbers: dict  # the numbers the reason rests on (bytes, tokens/s, ...)
+    numbers: dict[str, Union[int, float, str, bool, None]] = {}  # what the reason rests on
     pinned: bool = False  # the user set it; the planner only checked it
 
 
-@dataclass(frozen=True)
-class Plan:
+class ParamCounts(PlanModel):
+    total: int
+    trainable: int
+
+
+class Plan(PlanModel):
+    schema_version: Literal[1] = SCHEMA_VERSION
     name: str
     model: str
     config_origin: str
-    params_total: int
-    params_trainable: int
+    params: ParamCounts
     gpu: str
-    gpus: int
-    budget_bytes: int  # per GPU: memory x max_memory_fraction - CUDA context
-    settings: dict  # every spec field with its chosen value, plus sharding and gradient_accumulation_steps
-    memory: MemoryBreakdown
-    throughput: Throughput
-    decisions: tuple[Decision, ...]
-    max_steps: int | None
-
-    @property
-    def run_seconds(self) -> float | None:
-        return None if self.max_steps is None else self.throughput.run_seconds(self.max_steps)
+    gpus: int = Field(ge=1)
+    memory: PlanMemory
+    settings: RunSettings
+    throughput: PlanThroughput
+    decisions: list[Decision]
 
     def to_dict(self) -> dict:
-        memory = {**self.memory.terms(), "total": self.memory.total, "margin": self.memory.margin,
-                  "margin_reasons": list(self.memory.margin_reasons), "budgeted": self.memory.budgeted,
-                  "phase": self.memory.phase,
-                  "metric": self.memory.metric, "phases": dict(self.memory.phases),
-                  "budget": self.budget_bytes}
-        t = self.throughput
-        return {
-            "name": self.name, "model": self.model, "config_origin": self.config_origin,
-            "params": {"total": self.params_total, "trainable": self.params_trainable},
-            "gpu": self.gpu, "gpus": self.gpus, "memory": memory, "settings": self.settings,
-            "throughput": {"tokens_per_second": t.tokens_per_second, "samples_per_second": t.samples_per_second,
-                           "mfu": t.mfu, "step_seconds": t.step_seconds, "bound": t.bound,
-                           "model_flops_per_token": t.model_flops_per_token,
-                           "hardware_flops_per_token": t.hardware_flops_per_token,
-                           "run_seconds": self.run_seconds},
-            "decisions": [asdict(d) for d in self.decisions],
-        }
+        """The JSON form, as stored and sent: `load_plan` reads it back."""
+        return self.model_dump(mode="json")
+
+
+class PlanVersionError(ValueError):
+    """A stored plan this version cannot read: the message names both versions and the fix."""
+
+
+def load_plan(data: dict) -> Plan:
+    """Read a stored or sent plan. A plan from before `schema_version` existed (version 0) had the
+    same fields and loads when it validates; anything else fails naming the field or the version."""
+    if not isinstance(data, dict):
+        raise PlanVersionError(f"a plan is a JSON object, not {type(data).__name__}")
+    version = data.get("schema_version", 0)
+    if version not in (0, SCHEMA_VERSION):
+        raise PlanVersionError(f"plan schema version {version!r} is not {SCHEMA_VERSION}, the one this effft "
+                               "reads; re-plan the job with this version (`effft plan`, or submit it again)")
+    try:
+        return Plan.model_validate({**data, "schema_version": SCHEMA_VERSION})
+    except ValidationError as error:
+        listed = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()[:5])
+        raise PlanVersionError(f"a plan of schema version {version} does not match version {SCHEMA_VERSION} "
+                               f"({listed}); re-plan the job with this version of effft") from None

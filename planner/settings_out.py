@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from planner.plan import RunSettings
 from planner.setup import RunSetup
 from planner.spec import JobSpec
 
 
-def worker_settings(spec: JobSpec, run: RunSetup, seq_len: int) -> dict:
+def worker_settings(spec: JobSpec, run: RunSetup, seq_len: int, checkpoint_every_steps: int) -> RunSettings:
     """The plan's settings: the spec with every auto resolved to what the worker runs."""
     settings = spec.model_dump(mode="json")
     lora = settings["lora"]
@@ -24,4 +25,5 @@ def worker_settings(spec: JobSpec, run: RunSetup, seq_len: int) -> dict:
     })
     settings["resources"] = {**settings["resources"], "gpus": run.gpus if run.sharding != "none" else 1,
                              "gpu_type": run.device.name}
-    return settings
+    settings["training"]["checkpoint_every_steps"] = checkpoint_every_steps
+    return RunSettings.model_validate(settings)

@@ -11,7 +11,7 @@ from planner.catalog import GpuSpec, Inventory
 from planner.errors import FieldProblem, InfeasibleError, SpecError
 from planner.layer_walk import estimate_activations
 from planner.memory import NEUTRAL, Calibration, MemoryBreakdown, estimate_memory
-from planner.plan import Decision, Plan
+from planner.plan import Decision, ParamCounts, Plan, PlanMemory, PlanThroughput
 from planner.profile import ModelProfile
 from planner.rules import AUTO_SKIPS, MIN_THROUGHPUT_GAIN, STATIC_LADDER, Rung
 from planner.settings_out import worker_settings
@@ -38,7 +38,8 @@ class _Context:
     decisions: list[Decision] = field(default_factory=list)
 
     def decide(self, step: str, setting: str, choice, reason: str, pinned: bool = False, **numbers) -> None:
-        self.decisions.append(Decision(step, setting, str(choice), reason, numbers, pinned))
+        self.decisions.append(Decision(step=step, setting=setting, choice=str(choice), reason=reason,
+                                       numbers=numbers, pinned=pinned))
 
     def fits(self, run: RunSetup) -> tuple[bool, MemoryBreakdown]:
         memory = estimate_memory(run, self.calibration)
@@ -62,9 +63,9 @@ def _choose_gpus(spec: JobSpec, inventory: Inventory, ctx_decisions: list[Decisi
         raise SpecError([FieldProblem("resources.gpus", wanted, f"the cluster has {total} x {gpu.name}; "
                                       f"ask for at most {total}, or 'auto'")])
     count = wanted if isinstance(wanted, int) else total
-    ctx_decisions.append(Decision("resources", "resources.gpus", f"{count} x {gpu.name}",
-                                  "pinned" if isinstance(wanted, int) else "every GPU of the largest type",
-                                  {"gpu_memory_bytes": gpu.memory_bytes, "available": total},
+    ctx_decisions.append(Decision(step="resources", setting="resources.gpus", choice=f"{count} x {gpu.name}",
+                                  reason="pinned" if isinstance(wanted, int) else "every GPU of the largest type",
+                                  numbers={"gpu_memory_bytes": gpu.memory_bytes, "available": total},
                                   pinned=isinstance(wanted, int)))
     return gpu, count
 
@@ -188,8 +189,8 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
         try:
             alt = make_plan(free, ctx.profile, Inventory.single(ctx.gpu, ctx.gpus), ctx.budget_input,
                             ctx.calibration)
-            lines.append(f"with pins {', '.join(pins)} removed, {alt.settings['method']} at micro-batch "
-                         f"{alt.settings['micro_batch_size']} would need {gb(alt.memory.budgeted)}")
+            lines.append(f"with pins {', '.join(pins)} removed, {alt.settings.method} at micro-batch "
+                         f"{alt.settings.micro_batch_size} would need {gb(alt.memory.budgeted)}")
         except (InfeasibleError, SpecError):
             pass
     qlora = RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method="qlora",
@@ -317,13 +318,12 @@ def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget
         ctx.decide("0->1 static", "memory margin", gb(memory.margin), "; ".join(memory.margin_reasons),
                    margin_bytes=memory.margin, estimate_bytes=memory.total)
     throughput = _throughput(run)
-    settings = worker_settings(spec, run, length)
-    settings["training"]["checkpoint_every_steps"] = _checkpoint_interval(ctx, throughput)
+    settings = worker_settings(spec, run, length, _checkpoint_interval(ctx, throughput))
     return Plan(name=spec.name, model=profile.source, config_origin=profile.config_origin,
-                params_total=profile.total_params, params_trainable=run.trainable_params, gpu=gpu.name,
-                gpus=count if run.sharding != "none" else 1, budget_bytes=budget, settings=settings,
-                memory=memory, throughput=throughput, decisions=tuple(ctx.decisions),
-                max_steps=spec.training.max_steps)
+                params=ParamCounts(total=profile.total_params, trainable=run.trainable_params), gpu=gpu.name,
+                gpus=count if run.sharding != "none" else 1, memory=PlanMemory.of(memory, budget),
+                settings=settings, throughput=PlanThroughput.of(throughput, spec.training.max_steps),
+                decisions=list(ctx.decisions))
 
 
 CHECKPOINT_SECONDS = 600  # auto: a checkpoint about every 10 minutes of predicted training

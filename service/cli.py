@@ -78,7 +78,7 @@ def plan(job: Annotated[Path, typer.Argument(help="the job.yaml to plan")],
         raise typer.Exit(EXIT_BAD_INPUT) from None
     if unprofiled:
         Console(stderr=True, width=160).print(f"[yellow]note:[/] seq_len auto: the dataset was not profiled "
-                                              f"({unprofiled}); planned at {result.settings['seq_len']}",
+                                              f"({unprofiled}); planned at {result.settings.seq_len}",
                                               highlight=False)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))

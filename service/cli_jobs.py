@@ -35,16 +35,11 @@ def _fail(error) -> None:
 
 
 def render_plan_dict(plan: dict) -> None:
-    memory = plan["memory"]
-    console.print(f"plan: {plan['model']} on {plan['gpus']} x {plan['gpu']}: {memory['total'] / 1e9:,.2f} GB of "
-                  f"{memory['budget'] / 1e9:,.2f} GB predicted ({memory['metric']}); "
-                  f"{plan['throughput']['tokens_per_second']:,.0f} tokens/s, MFU {plan['throughput']['mfu']:.1%}")
-    table = Table(title="Decisions")
-    for column in ("step", "setting", "choice", "why"):
-        table.add_column(column, overflow="fold")
-    for d in plan["decisions"]:
-        table.add_row(d["step"], d["setting"], str(d["choice"]) + (" (pinned)" if d["pinned"] else ""), d["reason"])
-    console.print(table)
+    """The stored plan, read back as the typed Plan and shown by the one renderer `effft plan` uses."""
+    from planner.plan import load_plan
+    from service.render import render_plan
+
+    render_plan(load_plan(plan), console)
 
 
 def follow_job(client, job_id: str) -> int:

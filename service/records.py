@@ -10,6 +10,7 @@ import math
 
 from sqlalchemy.dialects import postgresql, sqlite
 
+from planner.plan import load_plan
 from service.db import Job, MemoryCheck, StepMetric, utcnow
 from service.store import JobStore
 
@@ -41,12 +42,12 @@ def step_row(job_id: str, record: dict) -> dict:
 
 
 def memory_check(job: Job, summary: dict) -> dict | None:
-    plan = job.plan or {}
-    if not plan or not summary.get("memory_predicted_bytes"):
+    if not job.plan or not summary.get("memory_predicted_bytes"):
         return None
+    plan = load_plan(job.plan)
     measured, predicted = summary["memory_peak_bytes"], summary["memory_predicted_bytes"]
-    return {"job_id": job.id, "model": plan.get("model", ""), "gpu": plan.get("gpu", ""),
-            "method": plan.get("settings", {}).get("method", ""), "predicted_bytes": predicted,
+    return {"job_id": job.id, "model": plan.model, "gpu": plan.gpu,
+            "method": plan.settings.method, "predicted_bytes": predicted,
             "measured_bytes": measured, "ratio": measured / predicted,
             "predicted_terms": summary.get("predicted_terms", {}), "measured_terms": summary.get("measured_terms", {}),
             "at": utcnow()}

@@ -23,8 +23,8 @@ def _duration(seconds: float | None) -> str:
 
 def render_plan(plan: Plan, console: Console) -> None:
     s = plan.settings
-    console.print(f"[bold]{plan.name}[/]: {plan.model} ({plan.params_total / 1e6:,.1f}M params, "
-                  f"{plan.params_trainable / 1e6:,.2f}M trained) on {plan.gpus} x {plan.gpu}")
+    console.print(f"[bold]{plan.name}[/]: {plan.model} ({plan.params.total / 1e6:,.1f}M params, "
+                  f"{plan.params.trainable / 1e6:,.2f}M trained) on {plan.gpus} x {plan.gpu}")
     console.print(f"  config: {plan.config_origin}")
     memory = Table(title=f"Memory per GPU at the peak ({plan.memory.phase})",
                    caption=f"predicts {plan.memory.metric}")
@@ -34,7 +34,7 @@ def render_plan(plan: Plan, console: Console) -> None:
         memory.add_row(term, _gb(getattr(plan.memory, term)))
     memory.add_row("[bold]total[/]", f"[bold]{_gb(plan.memory.total)}[/]")
     memory.add_row("margin", f"{_gb(plan.memory.margin)} ({plan.memory.margin / max(plan.memory.total, 1):.0%})")
-    memory.add_row("budget", f"{_gb(plan.budget_bytes)} ({plan.memory.budgeted / plan.budget_bytes:.0%} used "
+    memory.add_row("budget", f"{_gb(plan.memory.budget)} ({plan.memory.budgeted / plan.memory.budget:.0%} used "
                    "with the margin)")
     console.print(memory)
     for reason in plan.memory.margin_reasons:
@@ -46,10 +46,10 @@ def render_plan(plan: Plan, console: Console) -> None:
         chosen.add_row(d.step, d.setting, d.choice + (" (pinned)" if d.pinned else ""), d.reason)
     console.print(chosen)
     t = plan.throughput
-    console.print(f"method {s['method']} | {s['precision']} ({s['precision_recipe']}) | optimizer {s['optimizer']} | "
-                  f"attention {s['attention']} | checkpointing {s['gradient_checkpointing']} | micro-batch "
-                  f"{s['micro_batch_size']} x accumulation {s['gradient_accumulation_steps']} | "
-                  f"sharding {s['sharding']} | seq_len {s['seq_len']}")
+    console.print(f"method {s.method} | {s.precision} ({s.precision_recipe}) | optimizer {s.optimizer} | "
+                  f"attention {s.attention} | checkpointing {s.gradient_checkpointing} | micro-batch "
+                  f"{s.micro_batch_size} x accumulation {s.gradient_accumulation_steps} | "
+                  f"sharding {s.sharding} | seq_len {s.seq_len}")
     console.print(f"predicted: {t.tokens_per_second:,.0f} tokens/s, {t.samples_per_second:,.2f} samples/s, "
                   f"MFU {t.mfu:.1%} ({t.bound}-bound), step {t.step_seconds:.3f} s, "
-                  f"run time {_duration(plan.run_seconds)}")
+                  f"run time {_duration(t.run_seconds)}")

@@ -7,7 +7,6 @@ one stopped: jobs caught mid-planning are planned again, running jobs are matche
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -16,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner import InfeasibleError, ModelProfileError, SpecError, parse_job, plan_job
+from planner.plan import Plan, PlanVersionError, load_plan
 from service.cluster import free_count, free_inventory, held_gpus
 from service.embedded import write_secret
 from service.policy import confinement, policy_problems
 from service.settings import Settings
 from service.states import State
 from service.store import JobStore
+from worker.job_file import ConfinementFile, JobFile
 
 log = logging.getLogger("effft.scheduler")
 REPORT_POLL_SECONDS = "0.2"  # Ray Train's controller poll: checkpoint reports should not wait 2 s
@@ -43,7 +44,7 @@ class Planning:
     """One job being profiled and planned on its own thread; the loop reaps the outcome."""
 
     deadline: float
-    outcome: dict = field(default_factory=dict)  # {"plan": dict} or {"cause": str, "message": str}
+    outcome: dict = field(default_factory=dict)  # {"plan": Plan} or {"cause": str, "message": str}
     thread: threading.Thread | None = None
 
 
@@ -68,7 +69,7 @@ class Scheduler:
         for job in self.store.in_states(State.RUNNING, State.CANCELLING):
             self._guarded(job.id, self._follow, job)
         for job in self.store.in_states(State.WAITING):
-            self._guarded(job.id, self._start, job.id, State.WAITING, job.plan)
+            self._guarded(job.id, self._start_waiting, job)
         self._reap_planning()
         while self._planning_slots() > 0 and (job := self.store.claim_next_queued()):
             self._begin_planning(job)
@@ -151,7 +152,7 @@ class Scheduler:
             if problems:
                 raise SpecError(problems)
             data = profile_dataset(spec)
-            outcome["plan"] = plan_job(spec, self.cluster.inventory(), seq_len=data.seq_len).to_dict()
+            outcome["plan"] = plan_job(spec, self.cluster.inventory(), seq_len=data.seq_len)
         except InfeasibleError as error:
             outcome.update(cause="infeasible", message=str(error))
         except (SpecError, ModelProfileError, WorkerError, ValueError, OSError) as error:
@@ -160,11 +161,11 @@ class Scheduler:
             log.exception("planning %s failed", job.id)
             outcome.update(cause="system", message=f"{type(error).__name__}: {error}")
 
-    def _planned(self, job_id: str, plan: dict) -> None:
+    def _planned(self, job_id: str, plan: Plan) -> None:
         job = self.store.get(job_id)
         if job is None or job.state != State.PLANNING:  # cancelled while it was planned: never submit it
             return
-        self.store.set_fields(job_id, plan=plan)
+        self.store.set_fields(job_id, plan=plan.to_dict())
         try:
             self._start(job_id, State.PLANNING, plan)
         except Exception as error:  # Ray refused or was away: the waiting pass retries it
@@ -178,11 +179,19 @@ class Scheduler:
     def run_dir(self, job_id: str) -> Path:
         return (self.settings.data_dir / "runs" / job_id).resolve()
 
-    def _start(self, job_id: str, current: State, plan: dict) -> None:
-        free = free_count(free_inventory(self.cluster.inventory(), held_gpus(self.store)), plan["gpu"])
-        if free < plan["gpus"]:
+    def _start_waiting(self, job) -> None:
+        try:
+            plan = load_plan(job.plan)
+        except PlanVersionError as error:  # stored by an effft that planned differently: plan it again
+            self._fail(job.id, State.WAITING, "bad_input", str(error))
+            return
+        self._start(job.id, State.WAITING, plan)
+
+    def _start(self, job_id: str, current: State, plan: Plan) -> None:
+        free = free_count(free_inventory(self.cluster.inventory(), held_gpus(self.store)), plan.gpu)
+        if free < plan.gpus:
             if current == State.PLANNING:
-                self.store.transition(job_id, current, State.WAITING, f"needs {plan['gpus']} x {plan['gpu']}, "
+                self.store.transition(job_id, current, State.WAITING, f"needs {plan.gpus} x {plan.gpu}, "
                                       f"{free} free")
             return
         job_file = self._write_job_file(job_id, plan)
@@ -196,25 +205,25 @@ class Scheduler:
                 ray_job_id = job_id
             else:
                 raise
-        if not self.store.transition(job_id, current, State.RUNNING, ray_job_id=ray_job_id, gpus=plan["gpus"],
-                                     gpu_type=plan["gpu"]):
+        if not self.store.transition(job_id, current, State.RUNNING, ray_job_id=ray_job_id, gpus=plan.gpus,
+                                     gpu_type=plan.gpu):
             self.cluster.stop(ray_job_id)  # cancelled while we submitted it
 
-    def _write_job_file(self, job_id: str, plan: dict) -> Path:
+    def _write_job_file(self, job_id: str, plan: Plan) -> Path:
         folder = self.run_dir(job_id)
         folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.parent.chmod(0o700)  # run folders hold worker tokens, checkpoints and outputs: this user's only
         folder.mkdir(mode=0o700, exist_ok=True)
         job = self.store.get(job_id)
-        output = plan["settings"]["output"]["dir"] or str(self.default_output(job))
-        config = {"job_id": job_id, "plan": plan, "run_dir": str(folder), "output_dir": output,
-                  "api_url": self.api_url, "worker_token": self._worker_token(job),
-                  "accelerator_type": getattr(self.cluster, "accelerator_type", lambda _: None)(plan["gpu"]),
-                  # the driver connects to this cluster by address, never `auto` (another server's head)
-                  "ray_address": getattr(self.cluster, "address", None),
-                  "confinement": confinement(self.settings, job.owner).to_dict()}
+        config = JobFile(job_id=job_id, plan=plan, run_dir=str(folder),
+                         output_dir=plan.settings.output.dir or str(self.default_output(job)),
+                         api_url=self.api_url, worker_token=self._worker_token(job),
+                         accelerator_type=getattr(self.cluster, "accelerator_type", lambda _: None)(plan.gpu),
+                         # the driver connects to this cluster by address, never `auto` (another server's head)
+                         ray_address=getattr(self.cluster, "address", None),
+                         confinement=ConfinementFile.of(confinement(self.settings, job.owner)))
         path = folder / "job.json"
-        write_secret(path, json.dumps(config))  # it holds the job's worker token
+        write_secret(path, config.to_json())  # it holds the job's worker token
         return path
 
     def _worker_token(self, job) -> str:

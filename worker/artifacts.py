@@ -6,14 +6,15 @@ from pathlib import Path
 
 import torch
 
+from planner.plan import RunSettings
 from worker.model import DTYPES, load_base_model
 
 
-def merge_adapter(settings: dict, adapter_dir: Path, merged_dir: Path) -> Path:
+def merge_adapter(settings: RunSettings, adapter_dir: Path, merged_dir: Path) -> Path:
     """Reload the base unquantized in the compute dtype, fold the adapter in, save a plain model."""
     from peft import PeftModel
 
-    base = load_base_model(settings, torch.device("cpu"), dtype=DTYPES[settings["precision"]], quantize=False)
+    base = load_base_model(settings, torch.device("cpu"), dtype=DTYPES[settings.precision], quantize=False)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.config.use_cache = True
     merged.save_pretrained(merged_dir)

@@ -6,12 +6,12 @@ training runs and until every record is stored, so the service can restart meanw
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from worker.confine import Confinement, field_read_problem, write_problem
+from worker.confine import field_read_problem, write_problem
 from worker.errors import DataError
+from worker.job_file import JobFile
 from worker.ray_run import RayRun, ensure_ray, run_on_ray
 from worker.shipper import Shipper
 from worker.sinks import JsonlSink
@@ -20,32 +20,31 @@ from worker.train import WorkerJob
 DRAIN_SECONDS = 3600  # a service down for longer than this loses the run's last records
 
 
-def check_confinement(config: dict) -> None:
+def check_confinement(config: JobFile) -> None:
     """The service checked these paths before planning; check again right before reading (files change)."""
-    if "confinement" not in config:
+    if config.confinement is None:
         return
-    rules = Confinement.from_dict(config["confinement"])
-    settings = config["plan"]["settings"]
-    for field, path in (("dataset.path", settings["dataset"]["path"]), ("model.path", settings["model"]["path"])):
+    rules, settings = config.confinement.rules(), config.plan.settings
+    for field, path in (("dataset.path", settings.dataset.path), ("model.path", settings.model.path)):
         if path.startswith("/") and (reason := field_read_problem(rules, field, path)) is not None:
             raise DataError(field, path, reason)
-    if settings["output"]["dir"] and (reason := write_problem(rules, config["output_dir"])) is not None:
-        raise DataError("output.dir", config["output_dir"], reason)
+    if settings.output.dir and (reason := write_problem(rules, config.output_dir)) is not None:
+        raise DataError("output.dir", config.output_dir, reason)
 
 
 def main(job_file: str) -> int:
-    config = json.loads(Path(job_file).read_text())
+    config = JobFile.read(Path(job_file))
     check_confinement(config)
-    folder = Path(config["run_dir"])
+    folder = Path(config.run_dir)
     spool = folder / "metrics.jsonl"
-    shipper = Shipper(spool, config["api_url"], config["job_id"], config["worker_token"]).start()
+    shipper = Shipper(spool, config.api_url, config.job_id, config.worker_token).start()
     # the cluster the service named, by address: `auto` may find another installation's head on this host
-    ensure_ray(config.get("ray_address"))
-    job = WorkerJob(config["plan"], config["output_dir"], str(folder / "work"))
+    ensure_ray(config.ray_address)
+    job = WorkerJob(config.plan, config.output_dir, str(folder / "work"))
     failed = None
     try:
-        run_on_ray(RayRun(job, storage_path=str(folder / "ray"), name=config["job_id"],
-                          accelerator_type=config.get("accelerator_type")), JsonlSink(spool))
+        run_on_ray(RayRun(job, storage_path=str(folder / "ray"), name=config.job_id,
+                          accelerator_type=config.accelerator_type), JsonlSink(spool))
     except Exception as error:  # the run failed: ship what it wrote, then fail the Ray job
         failed = error
     stored = shipper.drain(DRAIN_SECONDS)

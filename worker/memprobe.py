@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
 
+from planner.plan import Plan, RunSettings
+
 PHASES = ("forward", "backward", "optimizer")
 
 
@@ -86,32 +88,32 @@ def quant_state_tensors(model) -> list[torch.Tensor]:
     return tensors
 
 
-def probe_batch(settings: dict, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def probe_batch(settings: RunSettings, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """A packed block, as default_data_collator hands it to the model: ids, labels, an all-ones mask."""
-    shape = (settings["micro_batch_size"], settings["seq_len"])
+    shape = (settings.micro_batch_size, settings.seq_len)
     ids = torch.randint(0, vocab_size, shape, generator=torch.Generator().manual_seed(seed))
     return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones(shape, dtype=torch.long)}
 
 
-def measure_step(settings: dict) -> StepMemory:
+def measure_step(plan: Plan) -> StepMemory:
     """Prepare the model exactly as the worker does and measure one steady-state step on the CPU."""
     from transformers import Trainer
 
     from worker.model import prepare_model
     from worker.train import WorkerJob, training_arguments
 
-    device = torch.device("cpu")
-    torch.manual_seed(settings["training"]["seed"])
+    device, settings = torch.device("cpu"), plan.settings
+    torch.manual_seed(settings.training.seed)
     model = prepare_model(settings, device)
     with tempfile.TemporaryDirectory() as work_dir:
-        job = WorkerJob(plan={"settings": settings}, output_dir=work_dir, work_dir=work_dir)
+        job = WorkerJob(plan=plan, output_dir=work_dir, work_dir=work_dir)
         trainer = Trainer(model=model, args=training_arguments(job, 2, device, False))
         # Trainer.train wraps the model so its forward runs under the plan's autocast (AMP)
         model = trainer.accelerator.prepare_model(model)
         optimizer = trainer.create_optimizer()
         trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train's loop; one micro-batch here
         batch = probe_batch(settings, model.config.vocab_size)
-        max_grad_norm = settings["training"]["max_grad_norm"]
+        max_grad_norm = settings.training.max_grad_norm
         items = int((batch["labels"][:, 1:] != -100).sum())  # the loop counts the predicted tokens
 
         def step(tracker=None):

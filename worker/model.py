@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from planner.plan import RunSettings
+from planner.spec import ModelSource
 from worker.errors import ModelError
 
 log = logging.getLogger("effft.worker")
@@ -27,8 +29,8 @@ class Precision:
     adapters_fp32: bool  # peft keeps adapter weights in fp32 (AMP) or in the load dtype (pure)
 
 
-def precision_of(settings: dict) -> Precision:
-    precision, recipe, method = settings["precision"], settings["precision_recipe"], settings["method"]
+def precision_of(settings: RunSettings) -> Precision:
+    precision, recipe, method = settings.precision, settings.precision_recipe, settings.method
     compute = DTYPES[precision]
     if precision == "fp32":
         return Precision(torch.float32, torch.float32, None, True)
@@ -46,16 +48,15 @@ def attention_implementation(requested: str) -> str:
     return requested
 
 
-def load_tokenizer(settings: dict):
+def load_tokenizer(source: ModelSource):
     from transformers import AutoTokenizer
 
-    source = settings["model"]
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source["path"], revision=source["revision"],
-                                                  trust_remote_code=source["trust_remote_code"])
+        tokenizer = AutoTokenizer.from_pretrained(source.path, revision=source.revision,
+                                                  trust_remote_code=source.trust_remote_code)
     except (OSError, ValueError) as error:  # no tokenizer files, or files transformers cannot read
         first_line = str(error).strip().splitlines()[-1][:200] if str(error).strip() else type(error).__name__
-        raise ModelError("model.path", source["path"], "cannot load a tokenizer from it; a model folder needs its "
+        raise ModelError("model.path", source.path, "cannot load a tokenizer from it; a model folder needs its "
                          f"tokenizer files (tokenizer.json or tokenizer.model) beside config.json ({first_line})") \
             from None
     if tokenizer.pad_token is None:  # many base models ship without one; EOS is the usual stand-in
@@ -63,40 +64,41 @@ def load_tokenizer(settings: dict):
     return tokenizer
 
 
-def quantization_config(settings: dict, precision: Precision):
+def quantization_config(settings: RunSettings, precision: Precision):
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=precision.compute_dtype)
 
 
-def load_base_model(settings: dict, device: torch.device, dtype: torch.dtype | None = None, quantize: bool = True):
+def load_base_model(settings: RunSettings, device: torch.device, dtype: torch.dtype | None = None,
+                    quantize: bool = True):
     """The base model as the plan wants it loaded (4-bit for QLoRA), on `device`."""
     from transformers import AutoModelForCausalLM
 
-    source, precision = settings["model"], precision_of(settings)
-    kwargs = {"dtype": dtype or precision.load_dtype, "revision": source["revision"],
-              "trust_remote_code": source["trust_remote_code"],
-              "attn_implementation": attention_implementation(settings["attention"])}
-    if settings["method"] == "qlora" and quantize:
+    source, precision = settings.model, precision_of(settings)
+    kwargs = {"dtype": dtype or precision.load_dtype, "revision": source.revision,
+              "trust_remote_code": source.trust_remote_code,
+              "attn_implementation": attention_implementation(settings.attention)}
+    if settings.method == "qlora" and quantize:
         kwargs["quantization_config"] = quantization_config(settings, precision)
         kwargs["device_map"] = {"": device}  # bitsandbytes quantizes while it places the weights
-    model = AutoModelForCausalLM.from_pretrained(source["path"], **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
     model.config.use_cache = False  # the KV cache only costs memory in training
     return model
 
 
-def adapter_config(settings: dict):
+def adapter_config(settings: RunSettings):
     from peft import IA3Config, LoraConfig
 
-    if settings["method"] in ("lora", "qlora"):
-        lora = settings["lora"]
-        targets = lora["target_modules"]
-        return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+    if settings.method in ("lora", "qlora"):
+        lora = settings.lora
+        targets = lora.target_modules
+        return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                           target_modules="all-linear" if targets == "all-linear" else list(targets),
                           bias="none", task_type="CAUSAL_LM")
-    ia3 = settings["ia3"]
-    targets, feedforward = ia3["target_modules"], ia3["feedforward_modules"]
+    ia3 = settings.ia3
+    targets, feedforward = ia3.target_modules, ia3.feedforward_modules
     return IA3Config(target_modules=None if targets == "auto" else list(targets),
                      feedforward_modules=None if feedforward == "auto" else list(feedforward), task_type="CAUSAL_LM")
 
@@ -104,12 +106,12 @@ def adapter_config(settings: dict):
 CHECKPOINTING = {"use_reentrant": False}  # reentrant checkpointing silently drops adapter gradients
 
 
-def prepare_model(settings: dict, device: torch.device):
+def prepare_model(settings: RunSettings, device: torch.device):
     """Load and apply the plan; the result is what the Trainer trains."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     model = load_base_model(settings, device)
-    checkpointing, method = settings["gradient_checkpointing"], settings["method"]
+    checkpointing, method = settings.gradient_checkpointing, settings.method
     if method == "qlora":
         # freezes the base, upcasts its unquantized params to fp32, enables input grads and checkpointing
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,

@@ -77,10 +77,10 @@ class RayRun:
 
     @property
     def on_gpu(self) -> bool:
-        return self.job.plan["gpu"] != "cpu"
+        return self.job.plan.gpu != "cpu"
 
     def scaling(self) -> ScalingConfig:
-        workers = self.job.plan["gpus"]
+        workers = self.job.plan.gpus
         if self.on_gpu:
             return ScalingConfig(num_workers=workers, use_gpu=True, accelerator_type=self.accelerator_type)
         # Ray sets a worker's torch threads to its CPUs: give the CPU workers the whole cluster

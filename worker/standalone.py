@@ -12,7 +12,7 @@ from pathlib import Path
 
 from planner import Plan, plan_job
 from planner.profile import load_profile
-from planner.spec import DatasetSpec, JobSpec
+from planner.spec import JobSpec
 from worker.data import checked_rows, suggest_seq_len, tokenize_rows
 from worker.sinks import JsonlSink
 from worker.train import WorkerJob
@@ -29,9 +29,8 @@ def profile_dataset(spec: JobSpec) -> DataProfile:
     """Tokenize the data once on the driver: bad data fails here, and seq_len auto gets its number."""
     from worker.model import load_tokenizer
 
-    dataset = DatasetSpec(**spec.dataset.model_dump())
-    fmt, rows = checked_rows(dataset)  # bad data fails before the model's files are even opened
-    data = tokenize_rows(fmt, rows, dataset, load_tokenizer(spec.model_dump(mode="json")))
+    fmt, rows = checked_rows(spec.dataset)  # bad data fails before the model's files are even opened
+    data = tokenize_rows(fmt, rows, spec.dataset, load_tokenizer(spec.model))
     positions = load_profile(spec.model.path, spec.model.revision).arch.max_positions
     return DataProfile(len(data.train), data.format, suggest_seq_len(data.lengths, positions))
 
@@ -53,7 +52,7 @@ class LocalRun:
         return Path(self.spec.output.dir) if self.spec.output.dir else self.folder / "output"
 
     def worker_job(self) -> WorkerJob:
-        return WorkerJob(self.plan.to_dict(), str(self.output_dir), str(self.folder / "work"))
+        return WorkerJob(self.plan, str(self.output_dir), str(self.folder / "work"))
 
 
 def prepare_local_run(spec: JobSpec, folder: Path, ray_address: str | None = None) -> LocalRun:

@@ -15,20 +15,19 @@ def build_summary(job, trainer, meter, eval_loss: float | None, before: float | 
     tokens_per_second = tokens / seconds
     steps = [r for r in meter.steps if r["step"] > meter.start_step]
     measured = {**measured_terms(trainer.model, trainer.optimizer), **peak_memory(meter.device)}
-    predicted = {name: plan["memory"][name] for name in ("weights", "gradients", "optimizer", "activations",
-                                                         "logits", "overhead", "total")}
+    predicted = {**plan.memory.terms(), "total": plan.memory.total}
     return {
         "kind": "summary", "step": state.global_step, "total_steps": meter.total_steps,
         "tokens": tokens, "train_seconds": seconds, "tokens_per_second": tokens_per_second,
         "predicted_tokens_per_second": meter.predicted_tokens_per_second,
-        "mfu": plan["throughput"]["model_flops_per_token"] * tokens_per_second / meter.peak_flops,
+        "mfu": plan.throughput.model_flops_per_token * tokens_per_second / meter.peak_flops,
         "final_loss": steps[-1]["loss"] if steps else None,
         "first_loss": steps[0]["loss"] if steps else None,
         "mean_loss_last_10": mean(r["loss"] for r in steps[-10:]) if steps else None,
         "eval_loss": eval_loss, "exact_match_before": before, "exact_match_after": after,
         "memory_peak_bytes": measured["memory_peak_bytes"],
         "memory_peak_allocated_bytes": measured.get("memory_peak_allocated_bytes"),
-        "memory_predicted_bytes": predicted["total"], "memory_metric": plan["memory"]["metric"],
+        "memory_predicted_bytes": predicted["total"], "memory_metric": plan.memory.metric,
         "measured_terms": {k: measured[k] for k in ("weights", "gradients", "optimizer")},
         "predicted_terms": predicted,
         "report_seconds": meter.report_seconds, "report_share": meter.report_seconds / seconds,

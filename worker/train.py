@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from planner.plan import Plan, RunSettings
 from worker.data import TokenizedData, build_blocks, pad_token_id, tokenize_dataset
 from worker.evaluate import exact_match
 from worker.hardware import device_for_rank, mark_cpu_baseline, peak_flops_per_device, reset_peak_memory
@@ -27,13 +28,13 @@ OPTIMIZERS = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_ada
 
 @dataclass(frozen=True)
 class WorkerJob:
-    plan: dict  # Plan.to_dict(): the worker reads only its settings and predictions
+    plan: Plan  # the worker reads its settings and the predictions it reports beside what it measures
     output_dir: str  # the final adapter or model
     work_dir: str  # the Trainer's checkpoints on this node
 
     @property
-    def settings(self) -> dict:
-        return self.plan["settings"]
+    def settings(self) -> RunSettings:
+        return self.plan.settings
 
 
 @dataclass(frozen=True)
@@ -48,28 +49,26 @@ class Ranks:
                    int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def prepare_data(settings: dict, tokenizer) -> tuple[TokenizedData, list[dict], list[dict]]:
+def prepare_data(settings: RunSettings, tokenizer) -> tuple[TokenizedData, list[dict], list[dict]]:
     """Read, check, tokenize and block the dataset: every data error surfaces here, before the model loads."""
-    training = settings["training"]
-    from planner.spec import DatasetSpec
-
-    data = tokenize_dataset(DatasetSpec(**settings["dataset"]), tokenizer, training["eval"]["fraction"],
-                            training["seed"])
+    training = settings.training
+    data = tokenize_dataset(settings.dataset, tokenizer, training.eval.fraction,
+                            training.seed)
     pad = pad_token_id(tokenizer)
-    train = build_blocks(data.train, settings["seq_len"], settings["packing"], pad, "seq_len")
-    held = build_blocks(data.eval, settings["seq_len"], settings["packing"], pad, "seq_len") if data.eval else []
+    train = build_blocks(data.train, settings.seq_len, settings.packing, pad, "seq_len")
+    held = build_blocks(data.eval, settings.seq_len, settings.packing, pad, "seq_len") if data.eval else []
     return data, train, held
 
 
-def samples_per_step(settings: dict, world: int) -> int:
-    return settings["micro_batch_size"] * settings["gradient_accumulation_steps"] * world
+def samples_per_step(settings: RunSettings, world: int) -> int:
+    return settings.micro_batch_size * settings.gradient_accumulation_steps * world
 
 
-def total_steps(settings: dict, blocks: int, world: int) -> int:
-    training = settings["training"]
-    if training["max_steps"] is not None:
-        return training["max_steps"]
-    return max(1, math.ceil(training["epochs"] * blocks / samples_per_step(settings, world)))
+def total_steps(settings: RunSettings, blocks: int, world: int) -> int:
+    training = settings.training
+    if training.max_steps is not None:
+        return training.max_steps
+    return max(1, math.ceil(training.epochs * blocks / samples_per_step(settings, world)))
 
 
 def warmup_steps(warmup: float, steps: int) -> int:
@@ -79,29 +78,29 @@ def warmup_steps(warmup: float, steps: int) -> int:
 def training_arguments(job: WorkerJob, steps: int, device: torch.device, evaluate: bool):
     from transformers import TrainingArguments
 
-    settings, training = job.settings, job.settings["training"]
+    settings, training = job.settings, job.settings.training
     amp = precision_of(settings).amp
-    optimizer = OPTIMIZERS[settings["optimizer"]]
+    optimizer = OPTIMIZERS[settings.optimizer]
     if optimizer == "adamw_torch" and device.type == "cuda":
         optimizer = "adamw_torch_fused"  # one kernel for all parameters; what the planner assumes on GPUs
-    every = training["eval"]["every_steps"]
+    every = training.eval.every_steps
     return TrainingArguments(
-        output_dir=job.work_dir, max_steps=steps, per_device_train_batch_size=settings["micro_batch_size"],
-        per_device_eval_batch_size=settings["micro_batch_size"],
-        gradient_accumulation_steps=settings["gradient_accumulation_steps"],
-        learning_rate=training["learning_rate"], lr_scheduler_type=training["scheduler"],
-        warmup_steps=warmup_steps(training["warmup"], steps), weight_decay=training["weight_decay"],
-        max_grad_norm=training["max_grad_norm"], seed=training["seed"], data_seed=training["seed"],
+        output_dir=job.work_dir, max_steps=steps, per_device_train_batch_size=settings.micro_batch_size,
+        per_device_eval_batch_size=settings.micro_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        learning_rate=training.learning_rate, lr_scheduler_type=training.scheduler,
+        warmup_steps=warmup_steps(training.warmup, steps), weight_decay=training.weight_decay,
+        max_grad_norm=training.max_grad_norm, seed=training.seed, data_seed=training.seed,
         bf16=amp == "bf16", fp16=amp == "fp16", optim=optimizer, use_cpu=device.type != "cuda",
-        logging_steps=max(1, steps // 500), save_strategy="steps", save_steps=training["checkpoint_every_steps"],
+        logging_steps=max(1, steps // 500), save_strategy="steps", save_steps=training.checkpoint_every_steps,
         save_total_limit=2, eval_strategy="steps" if evaluate and every else "no", eval_steps=every,
         include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=True,
         remove_unused_columns=False, dataloader_num_workers=0, ddp_find_unused_parameters=False,
         **fsdp_arguments(settings))
 
 
-def fsdp_arguments(settings: dict) -> dict:
-    if settings["sharding"] != "fsdp":
+def fsdp_arguments(settings: RunSettings) -> dict:
+    if settings.sharding != "fsdp":
         return {}
     # wrap each decoder layer; use_orig_params keeps frozen and trainable weights in one flat group
     return {"fsdp": "full_shard auto_wrap",
@@ -115,19 +114,19 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
 
     settings, ranks = job.settings, Ranks.from_env()
     device = device_for_rank(ranks.local)
-    tokenizer = load_tokenizer(settings)
+    tokenizer = load_tokenizer(settings.model)
     data, train_blocks, eval_blocks = prepare_data(settings, tokenizer)
     steps = total_steps(settings, len(train_blocks), ranks.world)
     mark_cpu_baseline()
-    torch.manual_seed(settings["training"]["seed"])  # the same adapter init on every rank
+    torch.manual_seed(settings.training.seed)  # the same adapter init on every rank
     model = prepare_model(settings, device)
-    scoring = settings["training"]["eval"]["exact_match"] and ranks.rank == 0
+    scoring = settings.training.eval.exact_match and ranks.rank == 0
     before = exact_match(model, tokenizer, data.eval_rows, data.format) if scoring and not resume_from else None
     meter = RunMeter(total_steps=steps, samples_per_step=samples_per_step(settings, ranks.world),
-                     model_flops_per_token=job.plan["throughput"]["model_flops_per_token"],
-                     peak_flops=peak_flops_per_device(device, settings["precision"]) * ranks.world,
-                     predicted_peak_bytes=job.plan["memory"]["total"],
-                     predicted_tokens_per_second=job.plan["throughput"]["tokens_per_second"],
+                     model_flops_per_token=job.plan.throughput.model_flops_per_token,
+                     peak_flops=peak_flops_per_device(device, settings.precision) * ranks.world,
+                     predicted_peak_bytes=job.plan.memory.total,
+                     predicted_tokens_per_second=job.plan.throughput.tokens_per_second,
                      device=device, attempt=attempt)
     if ranks.rank == 0:
         sink.write({"kind": "start", "total_steps": steps, "train_blocks": len(train_blocks),
@@ -151,8 +150,8 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
     return summary
 
 
-def _merge_if_asked(settings: dict, output_dir: Path) -> dict:
-    if not settings["output"]["merge_adapter"] or settings["method"] == "full":
+def _merge_if_asked(settings: RunSettings, output_dir: Path) -> dict:
+    if not settings.output.merge_adapter or settings.method == "full":
         return {}
     from worker.artifacts import merge_adapter
 

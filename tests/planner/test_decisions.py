@@ -34,8 +34,8 @@ CASES = [
 def test_decision_table(model, gpu, gpus, fields, expected):
     result = plan(model, gpu, gpus, **fields)
     for key, value in expected.items():
-        assert result.settings[key] == value, (key, result.decisions)
-    assert result.memory.total <= result.budget_bytes
+        assert getattr(result.settings, key) == value, (key, result.decisions)
+    assert result.memory.total <= result.memory.budget
     assert all(d.reason for d in result.decisions)
 
 
@@ -49,15 +49,15 @@ def test_13b_on_24gb_says_why_lora_does_not_fit():
 def test_never_quantizes_to_grow_the_batch():
     # 7B LoRA fits at micro-batch 1 on 24 GB; QLoRA would allow a larger batch, but must not be chosen
     result = plan("7B", "RTX4090", seq_len=512)
-    assert result.settings["method"] == "lora"
-    assert result.settings["micro_batch_size"] * result.settings["gradient_accumulation_steps"] == 16
+    assert result.settings.method == "lora"
+    assert result.settings.micro_batch_size * result.settings.gradient_accumulation_steps == 16
 
 
 def test_gradient_accumulation_makes_up_the_effective_batch_exactly():
     for gpu, gpus in (("A100-80GB", 1), ("H100-80GB", 4)):
         s = plan("1B", gpu, gpus, seq_len=1024).settings
-        data_parallel = gpus if s["sharding"] != "none" else 1
-        assert s["micro_batch_size"] * s["gradient_accumulation_steps"] * data_parallel == 16
+        data_parallel = gpus if s.sharding != "none" else 1
+        assert s.micro_batch_size * s.gradient_accumulation_steps * data_parallel == 16
 
 
 def test_micro_batch_grows_only_while_throughput_rises():
@@ -70,7 +70,7 @@ def test_pins_are_respected():
     result = plan("7B", "A100-80GB", seq_len=1024, method="qlora", micro_batch_size=2, gradient_checkpointing=False,
                   attention="eager", optimizer="adamw_8bit")
     s = result.settings
-    assert (s["method"], s["micro_batch_size"], s["gradient_checkpointing"], s["attention"], s["optimizer"]) == \
+    assert (s.method, s.micro_batch_size, s.gradient_checkpointing, s.attention, s.optimizer) == \
         ("qlora", 2, False, "eager", "adamw_8bit")
 
 
@@ -104,7 +104,7 @@ def test_more_memory_never_gives_a_more_memory_saving_plan(model):
         except InfeasibleError:
             ranks.append((9, 9))
             continue
-        ranks.append((order[s["method"]], int(s["gradient_checkpointing"])))
+        ranks.append((order[s.method], int(s.gradient_checkpointing)))
     assert ranks == sorted(ranks, reverse=True)
 
 

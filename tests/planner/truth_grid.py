@@ -144,7 +144,7 @@ def predict_and_measure(case: Case) -> Outcome:
         save_model(case, Path(folder))
         plan = make_plan(pinned_spec(case, Path(folder)), load_profile(folder),
                          Inventory.single(cpu_with_memory(64 * 2**30)))
-        measured = measure_step(plan.settings)
+        measured = measure_step(plan)
     memory = plan.memory
     return Outcome(case=case, predicted=memory.total, measured=measured.total, predicted_phase=memory.phase,
                    measured_phase=measured.peak_phase, predicted_terms=memory.terms(),

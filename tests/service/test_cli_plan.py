@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 
 from typer.testing import CliRunner
 
@@ -52,16 +51,14 @@ def test_unknown_gpu_exits_2(repo_root, monkeypatch):
     assert result.exit_code == 2 and "known" in result.output
 
 
-def test_plan_never_imports_torch_and_answers_fast(repo_root):
-    code = ("import sys, time; t = time.perf_counter(); from service.cli import app; from typer.testing import "
-            "CliRunner; r = CliRunner().invoke(app, ['plan', 'examples/jobs/llama2-13b-qlora.yaml', '--gpu', "
-            "'A10G', '--json']); assert r.exit_code == 0, r.output; "
-            "print(time.perf_counter() - t, 'torch' in sys.modules, 'ray' in sys.modules)")
-    started = time.perf_counter()
+def test_plan_never_imports_torch_or_ray(repo_root):
+    """`effft plan` is pure planning: the heavy runtimes stay unloaded (its speed is bench/planner_speed.py's)."""
+    code = ("import sys; from service.cli import app; from typer.testing import CliRunner; "
+            "r = CliRunner().invoke(app, ['plan', 'examples/jobs/llama2-13b-qlora.yaml', '--gpu', 'A10G', '--json']); "
+            "assert r.exit_code == 0, r.output; print('torch' in sys.modules, 'ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
-    seconds, torch_loaded, ray_loaded = out.stdout.split()
+    torch_loaded, ray_loaded = out.stdout.split()
     assert torch_loaded == "False" and ray_loaded == "False"
-    assert float(seconds) < 1.0 and time.perf_counter() - started < 5
 
 
 def test_the_previewed_plan_is_the_plan_the_scheduler_stores(tmp_path, tiny_model, chat_data):

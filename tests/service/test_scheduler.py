@@ -8,12 +8,14 @@ import time
 
 import pytest
 
+from planner.plan import load_plan
 from service.db import make_engine
 from service.migrate import upgrade
 from service.scheduler import Scheduler
 from service.states import State
 from service.store import JobStore
 from tests.service.conftest import job_spec, write_jsonl
+from worker.job_file import JobFile
 
 
 @pytest.fixture
@@ -60,11 +62,11 @@ def test_a_queued_job_is_planned_and_submitted(scheduler, store, cluster, queue,
     assert [s[0] for s in cluster.submitted] == [job_id]
     job_file = settings.data_dir.resolve() / "runs" / job_id / "job.json"
     assert f"-m worker.job_main {job_file}" in cluster.submitted[0][1]
-    config = json.loads(job_file.read_text())
-    assert config["job_id"] == job_id and config["api_url"] == "http://testserver"
-    assert config["worker_token"] and config["worker_token"] == job.worker_token
-    assert config["plan"] == job.plan
-    assert config["output_dir"] == str(settings.data_dir.resolve() / "outputs" / "alice" / job_id)  # own area
+    config = JobFile.read(job_file)  # what the driver reads, typed and validated
+    assert config.job_id == job_id and config.api_url == "http://testserver"
+    assert config.worker_token and config.worker_token == job.worker_token
+    assert config.plan == load_plan(job.plan) and config.confinement.owner == "alice"
+    assert config.output_dir == str(settings.data_dir.resolve() / "outputs" / "alice" / job_id)  # own area
     assert stat.S_IMODE(job_file.stat().st_mode) == 0o600
     assert [e.to_state for e in store.events(job_id)] == ["queued", "planning", "running"]
     scheduler.tick(wait=60)  # still running on Ray: nothing more happens

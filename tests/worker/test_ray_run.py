@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 def ray_run(plan, tmp_path, **options) -> tuple[list[dict], object]:
-    job = WorkerJob(plan.to_dict(), str(tmp_path / "out"), str(tmp_path / "work"))
+    job = WorkerJob(plan, str(tmp_path / "out"), str(tmp_path / "work"))
     result = run_on_ray(RayRun(job, storage_path=str(tmp_path / "ray"), name="test", **options),
                         JsonlSink(tmp_path / "metrics.jsonl"))
     return read_jsonl(tmp_path / "metrics.jsonl"), result
@@ -30,7 +30,7 @@ def test_the_cluster_without_gpus_is_a_cpu_inventory():
 
 def test_two_ddp_workers_end_at_the_same_step_with_identical_weights(tiny_model, datasets, tmp_path):
     plan = make_plan(tiny_model, datasets["chat"], gpus=2, method="lora")
-    assert plan.gpus == 2 and plan.settings["sharding"] == "ddp"
+    assert plan.gpus == 2 and plan.settings.sharding == "ddp"
     records, result = ray_run(plan, tmp_path)
     assert result.error is None
     ranks = next(r for r in records if r["kind"] == "ranks")["ranks"]
@@ -59,7 +59,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_at_exactly_max_ste
     first = {r["step"]: r["loss"] for r in records if r["kind"] == "step" and r["attempt"] == 0}
     assert first[5] == pytest.approx(next(r["loss"] for r in records if r.get("attempt") == 1 and r.get("step") == 5))
     # ... and ends with the weights of a run that was never killed (the same code, in-process)
-    straight = train(WorkerJob(plan.to_dict(), str(tmp_path / "out2"), str(tmp_path / "work2")), ListSink())
+    straight = train(WorkerJob(plan, str(tmp_path / "out2"), str(tmp_path / "work2")), ListSink())
     assert summary["weights_checksum"] == pytest.approx(straight["weights_checksum"], rel=1e-5)
 
 

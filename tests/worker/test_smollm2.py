@@ -24,7 +24,7 @@ def test_lora_on_smollm2_raises_eval_exact_match_over_the_base_model(tmp_path):
     job = yaml.safe_load(init_example(tmp_path / "ex", model="smollm2").read_text())
     job["training"]["max_steps"] = 10  # about 2 minutes on 2 CPU cores; the example runs 30
     plan = plan_job(parse_job(job), Inventory.single(cpu_with_memory(16 * 2**30)))
-    summary = train(WorkerJob(plan.to_dict(), str(tmp_path / "out"), str(tmp_path / "work")), ListSink())
+    summary = train(WorkerJob(plan, str(tmp_path / "out"), str(tmp_path / "work")), ListSink())
     assert summary["exact_match_before"] is not None
     assert summary["exact_match_after"] >= summary["exact_match_before"] + 0.2, summary
     assert summary["final_loss"] < summary["first_loss"]

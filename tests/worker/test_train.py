@@ -17,7 +17,7 @@ LEARNING_RATES = {"full": 3e-3, "lora": 1e-2, "qlora": 1e-2, "ia3": 5e-2}
 
 def run(plan, tmp_path, sink=None):
     sink = sink or ListSink()
-    summary = train(WorkerJob(plan.to_dict(), str(tmp_path / "out"), str(tmp_path / "work")), sink)
+    summary = train(WorkerJob(plan, str(tmp_path / "out"), str(tmp_path / "work")), sink)
     return summary, sink.records
 
 
@@ -48,7 +48,7 @@ def test_qlora_quantizes_the_block_linears_to_4bit(tiny_model, datasets):
     model = prepare_model(plan.settings, torch.device("cpu"))
     quantized = [name for name, module in model.named_modules() if isinstance(module, Linear4bit)]
     assert len(quantized) == 2 * 7  # 2 layers x (q, k, v, o, gate, up, down)
-    assert plan.settings["precision"] == "bf16" and plan.settings["precision_recipe"] == "amp"
+    assert plan.settings.precision == "bf16" and plan.settings.precision_recipe == "amp"
 
 
 def test_adapter_loads_with_peft_and_changes_outputs(tiny_model, datasets, tmp_path):
@@ -71,7 +71,7 @@ def test_adapter_loads_with_peft_and_changes_outputs(tiny_model, datasets, tmp_p
 def test_lora_with_gradient_checkpointing_updates_the_adapter(tiny_model, datasets, tmp_path):
     plan = make_plan(tiny_model, datasets["chat"], method="lora", gradient_checkpointing=True,
                      lora={"dropout": 0.0}, training={"max_steps": 4})
-    assert plan.settings["gradient_checkpointing"] is True
+    assert plan.settings.gradient_checkpointing is True
     run(plan, tmp_path)
     weights = load_file(tmp_path / "out" / "adapter_model.safetensors")
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
