@@ -76,6 +76,23 @@ def test_logs_come_from_the_cluster(client, store, cluster, spec):
     assert response.status_code == 200 and response.text == "step 1\nstep 2\n"
 
 
+class RayDown:
+    """The services when Ray's dashboard does not answer."""
+
+    def logs(self, job):
+        raise ConnectionError("the dashboard does not answer")
+
+
+def test_a_log_ray_cannot_give_is_503_and_the_job_is_unharmed(app, client, store, spec):
+    from service.api.deps import get_services
+
+    job_id = submitted(client, spec)
+    app.dependency_overrides[get_services] = RayDown
+    response = client.get(f"/v1/jobs/{job_id}/logs", headers=ALICE)
+    assert response.status_code == 503 and "not available now" in response.json()["detail"]
+    assert store.get(job_id).state == State.QUEUED
+
+
 # -- cancel -----------------------------------------------------------------------------------------------------
 
 
