@@ -63,8 +63,7 @@ def get_events(job: OwnedJobDep, store: StoreDep):
     return {"items": [event_view(e) for e in store.events(job.id)]}
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsPublic, response_model_exclude_unset=True,
-            responses=errors(404))
+@router.get("/{job_id}/metrics", response_model=MetricsPublic, responses=errors(404))
 def get_metrics(job: OwnedJobDep, store: StoreDep, since_step: Annotated[int, Query(ge=0)] = 0,
                 limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000):
     """The job's step records after `since_step`, in step order."""
