@@ -27,10 +27,11 @@ SERVER_FILE, TOKEN_FILE = "server.json", "admin-token"
 
 @dataclass
 class Services:
+    """The cluster and the scheduler as the API sees them (service.api.deps.Services)."""
+
     cluster: object
     scheduler: Scheduler | None
-    registry_for: object  # scope -> a Prometheus registry of what that scope may see
-
+    settings: Settings  # read at each scrape: how long an ended job's series stay on /metrics
 
     def inventory(self):
         return self.cluster.inventory()
@@ -40,6 +41,11 @@ class Services:
 
     def logs(self, job) -> str:
         return self.cluster.logs(job.ray_job_id) if job.ray_job_id else ""
+
+    def registry_for(self, store: JobStore, scope: str):
+        """A Prometheus registry of what `scope` may see (service.auth.metrics_scope)."""
+        return make_registry(store, lambda s: gpu_memory_rows(self.cluster.inventory(), held_gpus(s)),
+                             self.settings.metrics_job_retention_hours, scope)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app):
@@ -55,12 +61,8 @@ def build_app(settings: Settings, api_url: str, cluster=None, run_scheduler: boo
     upgrade(settings.database)
     store = JobStore(make_engine(settings.database))
     cluster = cluster or RayCluster(settings.ray_address, settings.ray_dashboard_url)
-    def registry_for(scope: str):
-        return make_registry(store, lambda s: gpu_memory_rows(cluster.inventory(), held_gpus(s)),
-                             settings.metrics_job_retention_hours, scope)
-
     scheduler = Scheduler(store, settings, cluster, api_url) if run_scheduler else None
-    return create_app(settings, store, Services(cluster, scheduler, registry_for))
+    return create_app(settings, store, Services(cluster, scheduler, settings))
 
 
 def admin_token(data_dir: Path) -> str:

@@ -125,9 +125,11 @@ def exposition(tmp_path_factory) -> str:
     from fastapi.testclient import TestClient
 
     import service.server as server
+    from service.api.deps import get_store
     from service.db import make_engine
     from service.migrate import upgrade
     from service.settings import Settings
+    from service.store import JobStore
 
     tmp = tmp_path_factory.mktemp("service")
     url = f"sqlite:///{tmp / 'effft.db'}"
@@ -137,43 +139,34 @@ def exposition(tmp_path_factory) -> str:
     settings = Settings(data_dir=tmp / "data", database_url=url, tokens=dict(TOKENS), admin_tokens=[ADMIN_TOKEN],
                         dataset_roots=[tmp / "datasets"], output_roots=[tmp / "outputs"],
                         allow_trust_remote_code=False)
-    engines = []
-
-    def tracked(engine_url):
-        engines.append(make_engine(engine_url))
-        return engines[-1]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server, "make_engine", tracked)
-        app = server.build_app(settings, "http://testserver", cluster=FakeCluster(), run_scheduler=False)
-        try:
-            with TestClient(app) as client:
-                from service.store import JobStore
-
-                store = JobStore(engines[0])
-                spec = job_spec("org/model", tmp / "datasets" / "train.jsonl")
-                response = client.post("/v1/jobs", content=json.dumps(spec), headers=ALICE)
-                assert response.status_code == 201, response.text
-                job_id = response.json()["id"]
-                assert store.claim_next_queued().id == job_id
-                assert store.transition(job_id, State.PLANNING, State.RUNNING, ray_job_id="r", gpus=1,
-                                        gpu_type="cpu")
-                store.set_fields(job_id, plan={"model": "m", "gpu": "cpu", "settings": {"method": "lora"}})
-                token = store.issue_worker_token(job_id)
-                step = {"kind": "step", "step": 1, "total_steps": 4, "loss": 1.5, "tokens_per_second": 100.0,
-                        "eta_seconds": 30.0, "mfu": 0.2, "memory_peak_bytes": 3 * 2**30,
-                        "memory_predicted_bytes": 4 * 2**30}
-                summary = {"kind": "summary", "memory_peak_bytes": 3 * 2**30, "memory_predicted_bytes": 4 * 2**30,
-                           "predicted_terms": {}, "measured_terms": {}}
-                posted = client.post(f"/v1/jobs/{job_id}/records", json={"records": [step, summary]},
-                                     headers=auth(token))
-                assert posted.status_code == 200, posted.text
-                response = client.get("/metrics", headers=auth(ADMIN_TOKEN))  # every job's series
-                assert response.status_code == 200
-                return response.text
-        finally:
-            for engine in engines:
-                engine.dispose()
+    store = JobStore(make_engine(url))
+    app = server.build_app(settings, "http://testserver", cluster=FakeCluster(), run_scheduler=False)
+    app.dependency_overrides[get_store] = lambda: store  # the store this test writes the job's rows through
+    try:
+        with TestClient(app) as client:
+            spec = job_spec("org/model", tmp / "datasets" / "train.jsonl")
+            response = client.post("/v1/jobs", content=json.dumps(spec), headers=ALICE)
+            assert response.status_code == 201, response.text
+            job_id = response.json()["id"]
+            assert store.claim_next_queued().id == job_id
+            assert store.transition(job_id, State.PLANNING, State.RUNNING, ray_job_id="r", gpus=1,
+                                    gpu_type="cpu")
+            store.set_fields(job_id, plan={"model": "m", "gpu": "cpu", "settings": {"method": "lora"}})
+            token = store.issue_worker_token(job_id)
+            step = {"kind": "step", "step": 1, "total_steps": 4, "loss": 1.5, "tokens_per_second": 100.0,
+                    "eta_seconds": 30.0, "mfu": 0.2, "memory_peak_bytes": 3 * 2**30,
+                    "memory_predicted_bytes": 4 * 2**30}
+            summary = {"kind": "summary", "memory_peak_bytes": 3 * 2**30, "memory_predicted_bytes": 4 * 2**30,
+                       "predicted_terms": {}, "measured_terms": {}}
+            posted = client.post(f"/v1/jobs/{job_id}/records", json={"records": [step, summary]},
+                                 headers=auth(token))
+            assert posted.status_code == 200, posted.text
+            response = client.get("/metrics", headers=auth(ADMIN_TOKEN))  # every job's series
+            assert response.status_code == 200
+            return response.text
+    finally:
+        store.engine.dispose()
+        app.state.store.engine.dispose()
 
 
 def exposed_names(text: str) -> set[str]:

@@ -106,20 +106,16 @@ def cluster() -> FakeCluster:
 
 
 @pytest.fixture
-def app(settings, cluster, monkeypatch):
-    """The API over the test database, no scheduler; every engine it makes is disposed afterwards."""
-    import service.server as server
+def app(settings, store, cluster):
+    """The API as `effft server` builds it (migrations, file modes), no scheduler, serving the test's own store:
+    what the test writes, the API reads. The app's own engine then stays unused; it is closed afterwards."""
+    from service.api.deps import get_store
+    from service.server import build_app
 
-    engines = []
-
-    def tracked(url):
-        engines.append(make_engine(url))
-        return engines[-1]
-
-    monkeypatch.setattr(server, "make_engine", tracked)
-    yield server.build_app(settings, "http://testserver", cluster=cluster, run_scheduler=False)
-    for engine in engines:
-        engine.dispose()
+    app = build_app(settings, "http://testserver", cluster=cluster, run_scheduler=False)
+    app.dependency_overrides[get_store] = lambda: store
+    yield app
+    app.state.store.engine.dispose()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from service.states import State
+from tests.planner.test_decisions import plan
 from tests.service.api_helpers import CPU, make_running, problem_fields, submitted, total_jobs
 from tests.service.conftest import ADMIN, ALICE, BOB, auth, job_spec
 
@@ -53,9 +54,17 @@ def test_the_plan_is_409_until_the_job_is_planned(client, store, spec):
     job_id = submitted(client, spec)
     response = client.get(f"/v1/jobs/{job_id}/plan", headers=ALICE)
     assert response.status_code == 409 and "queued" in response.json()["detail"]
-    store.set_fields(job_id, plan={"gpu": "CPU", "gpus": 1})
-    assert client.get(f"/v1/jobs/{job_id}/plan", headers=ALICE).json() == {"gpu": "CPU", "gpus": 1}
+    stored = plan("7B", "A10G", seq_len=1024).to_dict()
+    store.set_fields(job_id, plan=stored)
+    assert client.get(f"/v1/jobs/{job_id}/plan", headers=ALICE).json() == stored
     assert client.get(f"/v1/jobs/{job_id}", headers=ALICE).json()["planned"] is True
+
+
+def test_a_plan_stored_by_another_version_is_409_naming_it(client, store, spec):
+    job_id = submitted(client, spec)
+    store.set_fields(job_id, plan={**plan("7B", "A10G", seq_len=1024).to_dict(), "schema_version": 99})
+    response = client.get(f"/v1/jobs/{job_id}/plan", headers=ALICE)
+    assert response.status_code == 409 and "version 99" in response.json()["detail"]
 
 
 def test_events_list_each_state_change(client, store, spec):
@@ -74,6 +83,23 @@ def test_logs_come_from_the_cluster(client, store, cluster, spec):
     cluster.log_text[f"ray-{job_id}"] = "step 1\nstep 2\n"
     response = client.get(f"/v1/jobs/{job_id}/logs", headers=ALICE)
     assert response.status_code == 200 and response.text == "step 1\nstep 2\n"
+
+
+class RayDown:
+    """The services when Ray's dashboard does not answer."""
+
+    def logs(self, job):
+        raise ConnectionError("the dashboard does not answer")
+
+
+def test_a_log_ray_cannot_give_is_503_and_the_job_is_unharmed(app, client, store, spec):
+    from service.api.deps import get_services
+
+    job_id = submitted(client, spec)
+    app.dependency_overrides[get_services] = RayDown
+    response = client.get(f"/v1/jobs/{job_id}/logs", headers=ALICE)
+    assert response.status_code == 503 and "not available now" in response.json()["detail"]
+    assert store.get(job_id).state == State.QUEUED
 
 
 # -- cancel -----------------------------------------------------------------------------------------------------

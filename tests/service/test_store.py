@@ -10,6 +10,7 @@ import pytest
 from service.records import store_records
 from service.states import State, TransitionError
 from service.store import IdempotencyConflict
+from tests.planner.test_decisions import plan
 
 SPEC = {"name": "job", "model": "org/model", "dataset": {"path": "org/data"}}
 
@@ -195,7 +196,8 @@ def test_a_later_record_for_a_step_wins(store):
 
 def test_a_summary_is_kept_on_the_job_and_makes_a_memory_check(store):
     job, _ = store.submit("alice", spec())
-    store.set_fields(job.id, plan={"model": "org/model", "gpu": "CPU", "settings": {"method": "lora"}})
+    planned = plan("7B", "A10G", seq_len=1024, method="lora")
+    store.set_fields(job.id, plan=planned.to_dict())
     job = store.get(job.id)
     summary = {"kind": "summary", "memory_peak_bytes": 3 * 2**30, "memory_predicted_bytes": 4 * 2**30,
                "predicted_terms": {"weights": 1}, "measured_terms": {"weights": 2}}
@@ -203,7 +205,7 @@ def test_a_summary_is_kept_on_the_job_and_makes_a_memory_check(store):
     assert store_records(store, job, [summary]) == 0  # again: still one check
     assert store.get(job.id).summary == summary
     [check] = store.memory_checks()
-    assert (check.job_id, check.model, check.gpu, check.method) == (job.id, "org/model", "CPU", "lora")
+    assert (check.job_id, check.model, check.gpu, check.method) == (job.id, planned.model, "A10G", "lora")
     assert check.ratio == pytest.approx(0.75)
     assert (check.predicted_bytes, check.measured_bytes) == (4 * 2**30, 3 * 2**30)
 

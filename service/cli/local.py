@@ -1,4 +1,4 @@
-"""The `effft` command line (typer). `effft plan` needs only the base install."""
+"""The commands that need no server: plan, run, init-example. `effft plan` needs only the base install."""
 
 from __future__ import annotations
 
@@ -11,16 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from service import cli_jobs
 from service.exit_codes import EXIT_BAD_INPUT
-
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="effft: plan, run and watch LLM fine-tuning jobs.")
-
-
-@app.callback()
-def _root() -> None:
-    """effft: plan, run and watch LLM fine-tuning jobs."""
 
 
 def profiled_seq_len(spec) -> tuple[int | None, str | None]:
@@ -57,7 +48,6 @@ def local_inventory(gpu: str | None, gpus: int | None):
     return Inventory.single(cpu_with_memory(host_memory_bytes()), 1)
 
 
-@app.command()
 def plan(job: Annotated[Path, typer.Argument(help="the job.yaml to plan")],
          gpu: Annotated[str | None, typer.Option(help="plan for this GPU (e.g. A10G, H100-80GB, cpu)")] = None,
          gpus: Annotated[int | None, typer.Option(min=1, help="how many of them")] = None,
@@ -86,7 +76,6 @@ def plan(job: Annotated[Path, typer.Argument(help="the job.yaml to plan")],
         render_plan(result, console)
 
 
-@app.command()
 def run(job: Annotated[Path, typer.Argument(help="the job.yaml to run")],
         run_dir: Annotated[Path | None, typer.Option(help="the run's folder (default: runs/NAME)")] = None,
         fresh: Annotated[bool, typer.Option(help="start over instead of resuming the run's last checkpoint")] = False,
@@ -97,7 +86,6 @@ def run(job: Annotated[Path, typer.Argument(help="the job.yaml to run")],
     raise typer.Exit(run_standalone(job, run_dir, fresh, Console(width=160)))
 
 
-@app.command("init-example")
 def init_example(folder: Annotated[Path, typer.Argument(help="where to write the example")],
                  model: Annotated[str, typer.Option(help="tiny (random weights, ~1 min on a CPU) or smollm2 "
                                                          "(the real SmolLM2-135M-Instruct)")] = "tiny") -> None:
@@ -110,10 +98,3 @@ def init_example(folder: Annotated[Path, typer.Argument(help="where to write the
         Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     typer.echo(f"wrote {job_path}; run it with: effft run {job_path}")
-
-
-cli_jobs.register(app)
-
-
-def main() -> None:
-    app()
