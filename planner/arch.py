@@ -117,6 +117,7 @@ class Arch:
     # also keeps the unmasked scores), and whether the decoder layer returns the probabilities, which
     # the model's loop holds (`outputs`) through the next layer's forward (Falcon's rotary path)
     eager_forward_scores: int = 2
+    eager_masks: int = 1  # masks the model materializes for eager attention (b x 1 x s x s each)
     holds_layer_probs: bool = False
     bnb_quantizable: bool = True  # False: nn.Linear subclasses (FalconLinear), which bitsandbytes leaves alone
 

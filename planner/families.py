@@ -25,6 +25,8 @@ def _llama_like(config: dict, family: str, *, qkv_bias: bool = False, qk_norm: b
                 norms_per_layer: int = 2, tied_default: bool = False) -> Arch:
     softcaps = {"attn_softcap": bool(config.get("attn_logit_softcapping")),
                 "final_softcap": bool(config.get("final_logit_softcapping"))}
+    # Gemma2/3 always build a full and a sliding-window mask; Qwen2/3 only with sliding layers
+    sliding = family in ("gemma2", "gemma3_text") or "sliding_attention" in (config.get("layer_types") or ())
     c = _common(config)
     attention_bias = bool(config.get("attention_bias", qkv_bias))
     intermediate = config["intermediate_size"]
@@ -37,7 +39,7 @@ def _llama_like(config: dict, family: str, *, qkv_bias: bool = False, qk_norm: b
                 fused_qkv=False, parallel_residual=False, linears=tuple(linears + _gated_mlp(c["hidden"],
                 intermediate, mlp_bias)), position_embeddings=0, embed_dim=c["hidden"], extra_linears=(),
                 final_norm=True, attention_dropout=float(config.get("attention_dropout", 0.0)),
-                hidden_dropout=0.0, embedding_dropout=0.0, **softcaps)
+                hidden_dropout=0.0, embedding_dropout=0.0, eager_masks=2 if sliding else 1, **softcaps)
 
 
 def _phi3(config: dict) -> Arch:

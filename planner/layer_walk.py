@@ -84,7 +84,7 @@ class ActivationEstimate:
     model_tail: int  # what stays after the final norm's backward: token ids and rotary tables
     backward_transient: int  # gradients alive inside one layer's backward
     layers: int
-    checkpoint_inputs: int = 0  # inputs every checkpointed layer holds besides x: eager's materialized mask
+    checkpoint_inputs: int = 0  # eager attention's materialized masks: every checkpointed layer holds them
     # the peak inside one layer's backward: its saved tensors not yet freed plus the live gradients
     first_layer_backward: int | None = None
     layer_backward: int | None = None
@@ -155,7 +155,7 @@ def estimate_activations(setup: ActivationSetup) -> ActivationEstimate:
     first_peak, rest_peak = first.backward_peak_per_token(residual_grads), rest.backward_peak_per_token(residual_grads)
     # eager attention materializes the causal mask (batch x 1 x s x s, model dtype); non-reentrant
     # checkpointing keeps every layer's inputs, the mask among them, until that layer's backward
-    mask = tokens * setup.seq_len * setup.residual_bytes if eager else 0  # in the hidden states' dtype
+    mask = arch.eager_masks * tokens * setup.seq_len * setup.residual_bytes if eager else 0  # hidden states' dtype
     held_probs = tokens * arch.heads * setup.seq_len * setup.residual_bytes if eager and arch.holds_layer_probs else 0
     return ActivationEstimate(first_layer=first.saved_bytes_per_token() * tokens,
                               per_layer=rest.saved_bytes_per_token() * tokens,

@@ -195,7 +195,9 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
     if run.gradient_checkpointing:
         before_last = acts.layers * acts.layer_input + acts.checkpoint_inputs + (0 if last else acts.held_probs)
     else:
-        before_last = acts.saved(False) - acts.model_level - (acts.first_layer if last else acts.per_layer)
+        # eager attention's mask is not saved by anything but lives through the model's forward
+        before_last = (acts.saved(False) - acts.model_level - (acts.first_layer if last else acts.per_layer)
+                       + acts.checkpoint_inputs)
     last_layer_forward = before_last + acts.model_tail + acts.forward_peak(first=last)
     if run.method == "qlora":
         # a whole 4-bit weight dequantized in the compute dtype inside each Linear4bit's backward
