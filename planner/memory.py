@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from planner.calibration import NEUTRAL, Calibration
 from planner.layer_walk import estimate_activations
 from planner.margins import margin_for
 from planner.optimizer_step import adamw_temporary_bytes
@@ -22,22 +23,6 @@ ALLOCATOR_SLACK = 0.05  # the caching allocator's fragmentation over allocated b
 CUBLAS_WORKSPACE = 32 * 2**20
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """Per-term corrections learned from measured runs; neutral by default."""
-
-    weights: float = 1.0
-    gradients: float = 1.0
-    optimizer: float = 1.0
-    activations: float = 1.0
-    logits: float = 1.0
-    overhead: float = 1.0
-
-    def apply(self, terms: dict[str, int]) -> dict[str, int]:
-        return {name: int(round(value * getattr(self, name))) for name, value in terms.items()}
-
-
-NEUTRAL = Calibration()
 
 
 @dataclass(frozen=True)
@@ -223,13 +208,18 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
     }
 
 
+CPU_METRIC = "tensor bytes at the peak of one steady-state step (MemTracker), cpu"
+CUDA_METRIC = "torch.cuda.max_memory_reserved() per GPU"
+
+
 def estimate_memory(run: RunSetup, calibration: Calibration = NEUTRAL) -> MemoryBreakdown:
-    phases = {name: calibration.apply(terms) for name, terms in step_phases(run).items()}
+    """The peak phase's terms; a calibration from measured runs scales each term by its memory factor."""
+    phases = {name: {term: int(round(value * calibration.memory)) for term, value in terms.items()}
+              for name, terms in step_phases(run).items()}
     peak_phase = max(phases, key=lambda name: sum(phases[name].values()))
     terms = phases[peak_phase]
-    overhead = int(overhead_bytes(run, sum(terms.values())) * calibration.overhead)
-    metric = ("tensor bytes at the step's peak (MemTracker / RSS growth), cpu" if run.device.is_cpu
-              else "torch.cuda.max_memory_reserved() per GPU")
+    overhead = int(overhead_bytes(run, sum(terms.values())) * calibration.memory)
+    metric = CPU_METRIC if run.device.is_cpu else CUDA_METRIC
     margin, reasons = margin_for(run, sum(terms.values()) + overhead)
     return MemoryBreakdown(**terms, overhead=overhead, phase=peak_phase, metric=metric,
                            phases={name: sum(t.values()) for name, t in phases.items()}, margin=margin,

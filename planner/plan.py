@@ -71,15 +71,17 @@ class PlanMemory(PlanModel):
     metric: str  # what the prediction is of (CUDA: max reserved; CPU: tensor bytes)
     phases: dict[str, int]
     budget: int  # per GPU: memory x max_memory_fraction - CUDA context
+    calibration: float = 1.0  # the measured-runs factor every term was scaled by (raw = total / it)
 
     def terms(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in TERMS}
 
     @classmethod
-    def of(cls, breakdown: MemoryBreakdown, budget: int) -> PlanMemory:
+    def of(cls, breakdown: MemoryBreakdown, budget: int, calibration: float = 1.0) -> PlanMemory:
         return cls(**breakdown.terms(), total=breakdown.total, margin=breakdown.margin,
                    margin_reasons=list(breakdown.margin_reasons), budgeted=breakdown.budgeted,
-                   phase=breakdown.phase, metric=breakdown.metric, phases=dict(breakdown.phases), budget=budget)
+                   phase=breakdown.phase, metric=breakdown.metric, phases=dict(breakdown.phases), budget=budget,
+                   calibration=calibration)
 
 
 class PlanThroughput(PlanModel):
@@ -91,14 +93,18 @@ class PlanThroughput(PlanModel):
     model_flops_per_token: float  # what MFU counts: no recompute
     hardware_flops_per_token: float  # what the device executes: recompute included
     run_seconds: float | None  # None when the run is given in epochs (it depends on the dataset)
+    calibration: float = 1.0  # the measured-runs factor tokens/s was scaled by (raw = tokens/s / it)
 
     @classmethod
-    def of(cls, throughput: Throughput, max_steps: int | None) -> PlanThroughput:
-        return cls(tokens_per_second=throughput.tokens_per_second, samples_per_second=throughput.samples_per_second,
-                   mfu=throughput.mfu, step_seconds=throughput.step_seconds, bound=throughput.bound,
+    def of(cls, throughput: Throughput, max_steps: int | None, calibration: float = 1.0) -> PlanThroughput:
+        """The model's throughput, faster or slower by what measured runs of the same kind showed."""
+        step_seconds = throughput.step_seconds / calibration
+        return cls(tokens_per_second=throughput.tokens_per_second * calibration,
+                   samples_per_second=throughput.samples_per_second * calibration, mfu=throughput.mfu * calibration,
+                   step_seconds=step_seconds, bound=throughput.bound,
                    model_flops_per_token=throughput.model_flops_per_token,
                    hardware_flops_per_token=throughput.hardware_flops_per_token,
-                   run_seconds=None if max_steps is None else throughput.run_seconds(max_steps))
+                   run_seconds=None if max_steps is None else max_steps * step_seconds, calibration=calibration)
 
 
 class Decision(PlanModel):
@@ -119,6 +125,7 @@ class Plan(PlanModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: str
     model: str
+    family: str = ""  # the model family the planner read (calibration's key); unknown in version-0 plans
     config_origin: str
     params: ParamCounts
     gpu: str

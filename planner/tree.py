@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 
 from planner.adapters import AdapterPlan, ia3_plan, lora_plan
 from planner.attention_choice import attention_for, check_attention
+from planner.calibration import EMPTY, Calibration, CalibrationTable
 from planner.catalog import GpuSpec, Inventory
 from planner.errors import FieldProblem, InfeasibleError, SpecError
 from planner.layer_walk import estimate_activations
-from planner.memory import NEUTRAL, Calibration, MemoryBreakdown, estimate_memory
+from planner.memory import MemoryBreakdown, estimate_memory
 from planner.plan import Decision, ParamCounts, Plan, PlanMemory, PlanThroughput
 from planner.profile import ModelProfile
 from planner.rules import AUTO_SKIPS, MIN_THROUGHPUT_GAIN, STATIC_LADDER, Rung
@@ -33,7 +34,7 @@ class _Context:
     gpu: GpuSpec
     gpus: int
     budget: int
-    calibration: Calibration
+    calibration: CalibrationTable
     budget_input: int | None = None  # a budget the caller fixed (kept when re-planning without pins)
     decisions: list[Decision] = field(default_factory=list)
 
@@ -41,8 +42,12 @@ class _Context:
         self.decisions.append(Decision(step=step, setting=setting, choice=str(choice), reason=reason,
                                        numbers=numbers, pinned=pinned))
 
+    def calibration_for(self, run: RunSetup) -> Calibration:
+        """Each candidate is corrected by the runs measured with its own method and recipe."""
+        return self.calibration.lookup(self.gpu.name, run.arch.family, run.method, run.recipe)
+
     def fits(self, run: RunSetup) -> tuple[bool, MemoryBreakdown]:
-        memory = estimate_memory(run, self.calibration)
+        memory = estimate_memory(run, self.calibration_for(run))
         return memory.budgeted <= self.budget, memory
 
 
@@ -290,7 +295,7 @@ def _batch_step(ctx: _Context, run: RunSetup) -> RunSetup:
 
 
 def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget_override: int | None = None,
-              calibration: Calibration = NEUTRAL, seq_len: int | None = None) -> Plan:
+              calibration: CalibrationTable = EMPTY, seq_len: int | None = None) -> Plan:
     decisions: list[Decision] = []
     check_attention(spec, profile.arch)
     gpu, count = _choose_gpus(spec, inventory, decisions)
@@ -313,16 +318,21 @@ def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget
     run = _static_step(ctx, precision, recipe, length)
     run = _activation_step(ctx, run)
     run = _batch_step(ctx, run)
-    memory = estimate_memory(run, calibration)
+    corrected = ctx.calibration_for(run)
+    ctx.decide("0->1 static", "calibration", f"memory x{corrected.memory:.2f}, tokens/s "
+               f"x{corrected.tokens_per_second:.2f}", corrected.describe(), runs=corrected.runs,
+               memory_factor=corrected.memory, tokens_per_second_factor=corrected.tokens_per_second)
+    memory = estimate_memory(run, corrected)
     if memory.margin:
         ctx.decide("0->1 static", "memory margin", gb(memory.margin), "; ".join(memory.margin_reasons),
                    margin_bytes=memory.margin, estimate_bytes=memory.total)
     throughput = _throughput(run)
     settings = worker_settings(spec, run, length, _checkpoint_interval(ctx, throughput))
-    return Plan(name=spec.name, model=profile.source, config_origin=profile.config_origin,
+    return Plan(name=spec.name, model=profile.source, family=profile.arch.family, config_origin=profile.config_origin,
                 params=ParamCounts(total=profile.total_params, trainable=run.trainable_params), gpu=gpu.name,
-                gpus=count if run.sharding != "none" else 1, memory=PlanMemory.of(memory, budget),
-                settings=settings, throughput=PlanThroughput.of(throughput, spec.training.max_steps),
+                gpus=count if run.sharding != "none" else 1,
+                memory=PlanMemory.of(memory, budget, corrected.memory), settings=settings,
+                throughput=PlanThroughput.of(throughput, spec.training.max_steps, corrected.tokens_per_second),
                 decisions=list(ctx.decisions))
 
 

@@ -42,7 +42,7 @@ def step_row(job_id: str, record: dict) -> dict:
 
 
 def memory_check(job: Job, summary: dict) -> dict | None:
-    if not job.plan or not summary.get("memory_predicted_bytes"):
+    if not job.plan or not summary.get("memory_predicted_bytes") or not summary.get("memory_peak_bytes"):
         return None
     plan = load_plan(job.plan)
     measured, predicted = summary["memory_peak_bytes"], summary["memory_predicted_bytes"]

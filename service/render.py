@@ -9,7 +9,9 @@ from planner.memory import TERMS
 from planner.plan import Plan
 
 
-def _gb(n: float) -> str:
+def _gb(n: float | None) -> str:
+    if n is None:  # not measured yet (the CPU measures its peak on the run's second step)
+        return "n/a"
     return f"{n / 1e9:,.2f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
 
 

@@ -41,11 +41,12 @@ def mark_cpu_baseline() -> None:
 
 
 def peak_memory(device: torch.device) -> dict[str, int]:
-    """CUDA: the caching allocator's peaks (reserved is what the planner predicts). CPU: peak RSS growth."""
+    """CUDA: the caching allocator's peaks (reserved is what the planner predicts). CPU: the process's peak
+    RSS growth, reported beside the measured peak (worker/tensor_peak.py counts tensor bytes, as planned)."""
     if device.type == "cuda":
         return {"memory_peak_bytes": torch.cuda.max_memory_reserved(device),
                 "memory_peak_allocated_bytes": torch.cuda.max_memory_allocated(device)}
-    return {"memory_peak_bytes": max(0, _peak_rss_bytes() - _cpu_baseline_bytes)}
+    return {"memory_rss_growth_bytes": max(0, _peak_rss_bytes() - _cpu_baseline_bytes)}
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -35,12 +35,27 @@ class RunMeter:
     last: tuple[float, int, int] = (0.0, 0, 0)  # time, step, tokens at the last log
     report_seconds: float = 0.0
     train_seconds: float = 0.0
+    tensor_peak_bytes: int | None = None  # CPU: the measured peak (worker/tensor_peak.py); None until measured
+    probe_step: int | None = None  # the step measured that way: slower, so left out of tokens/s
+    excluded_seconds: float = 0.0
+    excluded_tokens: int = 0
     steps: list[dict] = field(default_factory=list)
 
     def begin(self, step: int, tokens: int) -> None:
         self.start_time = time.perf_counter()
         self.start_step, self.start_tokens = step, tokens
         self.last = (self.start_time, step, tokens)
+
+    def memory(self) -> dict:
+        """The measured peak under the metric the plan predicts (planner/memory.py), and the raw readings."""
+        measured = peak_memory(self.device)
+        if self.device.type == "cuda":
+            return measured
+        return {"memory_peak_bytes": self.tensor_peak_bytes, **measured}
+
+    def throughput_window(self, tokens: int, seconds: float) -> tuple[int, float]:
+        """Tokens and seconds of the optimizer steps, without the step measured under the memory tracker."""
+        return tokens - self.excluded_tokens, max(seconds - self.excluded_seconds, 1e-9)
 
     def step_record(self, logs: dict, step: int, epoch: float | None, tokens: int) -> dict:
         now = time.perf_counter()
@@ -55,7 +70,8 @@ class RunMeter:
             "tokens": tokens, "tokens_per_second": tokens_per_second,
             "samples_per_second": steps * self.samples_per_step / seconds, "step_seconds": seconds / steps,
             "mfu": self.model_flops_per_token * tokens_per_second / self.peak_flops,
-            **peak_memory(self.device), "memory_predicted_bytes": self.predicted_peak_bytes,
+            **self.memory(), "memory_predicted_bytes": self.predicted_peak_bytes,
+            "memory_probe": step == self.probe_step,
             "gpu_utilization": gpu_utilization(self.device),
             "eta_seconds": (self.total_steps - step) * mean_step_seconds, "attempt": self.attempt,
             "time": time.time(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from statistics import mean
 
 from worker.artifacts import measured_terms, weights_checksum
-from worker.hardware import peak_memory
 
 
 def build_summary(job, trainer, meter, eval_loss: float | None, before: float | None, after: float | None) -> dict:
@@ -13,8 +12,11 @@ def build_summary(job, trainer, meter, eval_loss: float | None, before: float | 
     tokens = state.num_input_tokens_seen - meter.start_tokens
     seconds = max(meter.train_seconds, 1e-9)
     tokens_per_second = tokens / seconds
+    if meter.probe_step is not None:  # the tracked step ran slower: measure the others
+        kept_tokens, kept_seconds = meter.throughput_window(tokens, seconds)
+        tokens_per_second = kept_tokens / kept_seconds
     steps = [r for r in meter.steps if r["step"] > meter.start_step]
-    measured = {**measured_terms(trainer.model, trainer.optimizer), **peak_memory(meter.device)}
+    measured = {**measured_terms(trainer.model, trainer.optimizer), **meter.memory()}
     predicted = {**plan.memory.terms(), "total": plan.memory.total}
     return {
         "kind": "summary", "step": state.global_step, "total_steps": meter.total_steps,
@@ -27,6 +29,7 @@ def build_summary(job, trainer, meter, eval_loss: float | None, before: float | 
         "eval_loss": eval_loss, "exact_match_before": before, "exact_match_after": after,
         "memory_peak_bytes": measured["memory_peak_bytes"],
         "memory_peak_allocated_bytes": measured.get("memory_peak_allocated_bytes"),
+        "memory_rss_growth_bytes": measured.get("memory_rss_growth_bytes"),
         "memory_predicted_bytes": predicted["total"], "memory_metric": plan.memory.metric,
         "measured_terms": {k: measured[k] for k in ("weights", "gradients", "optimizer")},
         "predicted_terms": predicted,

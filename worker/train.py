@@ -135,7 +135,8 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
     trainer = wrap_trainer(Trainer(model=model, args=training_arguments(job, steps, device, bool(eval_blocks)),
                                    train_dataset=train_blocks, eval_dataset=eval_blocks or None,
                                    data_collator=default_data_collator,
-                                   callbacks=[MetricsCallback(sink, meter), *callbacks]))
+                                   callbacks=[MetricsCallback(sink, meter), *_tensor_peak(device, meter),
+                                              *callbacks]))
     trainer.remove_callback(PrinterCallback)  # the sink carries the logs; no dicts on stdout
     reset_peak_memory(device)
     trainer.train(resume_from_checkpoint=resume_from)
@@ -148,6 +149,15 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
         summary.update(_merge_if_asked(settings, Path(job.output_dir)))
         sink.write(summary)
     return summary
+
+
+def _tensor_peak(device: torch.device, meter: RunMeter) -> list:
+    """The CPU's measured peak comes from tracking one step (worker/tensor_peak.py); CUDA counts its own."""
+    if device.type == "cuda":
+        return []
+    from worker.tensor_peak import TensorPeakCallback
+
+    return [TensorPeakCallback(meter)]
 
 
 def _merge_if_asked(settings: RunSettings, output_dir: Path) -> dict:
