@@ -158,7 +158,7 @@ def exposition(tmp_path_factory) -> str:
                 assert store.claim_next_queued().id == job_id
                 assert store.transition(job_id, State.PLANNING, State.RUNNING, ray_job_id="r", gpus=1,
                                         gpu_type="cpu")
-                store.set_fields(job_id, plan={"model": "m", "gpu": "cpu", "settings": {"method": "lora"}})
+                store.set_plan(job_id, {"model": "m", "gpu": "cpu", "settings": {"method": "lora"}})
                 token = store.issue_worker_token(job_id)
                 step = {"kind": "step", "step": 1, "total_steps": 4, "loss": 1.5, "tokens_per_second": 100.0,
                         "eta_seconds": 30.0, "mfu": 0.2, "memory_peak_bytes": 3 * 2**30,

@@ -53,7 +53,7 @@ def test_the_plan_is_409_until_the_job_is_planned(client, store, spec):
     job_id = submitted(client, spec)
     response = client.get(f"/v1/jobs/{job_id}/plan", headers=ALICE)
     assert response.status_code == 409 and "queued" in response.json()["detail"]
-    store.set_fields(job_id, plan={"gpu": "CPU", "gpus": 1})
+    store.set_plan(job_id, {"gpu": "CPU", "gpus": 1})
     assert client.get(f"/v1/jobs/{job_id}/plan", headers=ALICE).json() == {"gpu": "CPU", "gpus": 1}
     assert client.get(f"/v1/jobs/{job_id}", headers=ALICE).json()["planned"] is True
 
