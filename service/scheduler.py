@@ -22,9 +22,9 @@ from service.policy import confinement, policy_problems
 from service.settings import Settings
 from service.states import Cause, State
 from service.store import JobStore
+from worker.ray_env import TRAIN_ENV
 
 log = logging.getLogger("effft.scheduler")
-REPORT_POLL_SECONDS = "0.2"  # Ray Train's controller poll: checkpoint reports should not wait 2 s
 # how each final Ray job status ends an effft job, from running / from cancelling
 ENDINGS = {
     ("SUCCEEDED", State.RUNNING): (State.SUCCEEDED, None), ("SUCCEEDED", State.CANCELLING): (State.SUCCEEDED, None),
@@ -189,8 +189,7 @@ class Scheduler:
         job_file = self._write_job_file(job_id, plan)
         entrypoint = f"{self.settings.worker_python or sys.executable} -m worker.job_main {job_file}"
         try:
-            ray_job_id = self.cluster.submit(job_id, entrypoint, {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S":
-                                                                  REPORT_POLL_SECONDS})
+            ray_job_id = self.cluster.submit(job_id, entrypoint, dict(TRAIN_ENV))
         except Exception:
             # submitted before, by a scheduler that died before recording it: Ray knows the id, adopt it
             if self.cluster.status(job_id) in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"):

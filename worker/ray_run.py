@@ -25,24 +25,23 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from planner.catalog import GpuGroup, Inventory, cpu_with_memory, parse_gpu_name
 from worker.host import host_memory_bytes
+from worker.ray_env import PRIVATE_CLUSTER_ENV, TRAIN_ENV, report_poll_seconds, set_defaults
 from worker.sinks import MetricsSink
 from worker.train import WorkerJob, train
 
 HF_CHECKPOINT = "checkpoint"  # the Trainer's folder inside each Ray checkpoint
-# ray.train.report blocks until the controller's next poll (2 s by default); checkpoints should not wait that long
-REPORT_POLL_SECONDS = "0.2"
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to RAY_ADDRESS / `address`, or start a local Ray for this process."""
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", REPORT_POLL_SECONDS)
+    set_defaults(TRAIN_ENV)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster: Ray 2.60 enables tokens
+    set_defaults(PRIVATE_CLUSTER_ENV)  # a Ray of this process's own
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
@@ -109,7 +108,7 @@ class _KillAt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step and state.is_world_process_zero:
             # a report reaches the controller at its next poll; steps of a real run take longer than that
-            time.sleep(5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", REPORT_POLL_SECONDS)))
+            time.sleep(5 * report_poll_seconds())
             os._exit(9)  # as abrupt as a kill -9 or a lost node
 
 
