@@ -11,23 +11,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from service.render import _duration, _gb
+from worker.jsonl import START, Position, read_records
 
 
-def tail_records(path: Path, done: Callable[[], bool], offset: int = 0, poll_seconds: float = 0.2) -> Iterator[dict]:
-    """Yield each JSON line appended to `path` after `offset` until `done()` and nothing more is left."""
-    import json
-
+def tail_records(path: Path, done: Callable[[], bool], start: Position = START,
+                 poll_seconds: float = 0.2) -> Iterator[dict]:
+    """Yield each record written to `path` after `start` until `done()` and nothing more is left."""
+    position = start
     while True:
         finished = done()
-        if path.exists():
-            with path.open(encoding="utf-8") as file:
-                file.seek(offset)
-                for line in file:
-                    if not line.endswith("\n"):
-                        break  # a line still being written
-                    offset += len(line.encode("utf-8"))
-                    if line.strip():
-                        yield json.loads(line)
+        records, position = read_records(path, position)
+        yield from records
         if finished:
             return
         time.sleep(poll_seconds)

@@ -6,10 +6,9 @@ The worker's shipper may send a batch again when it cannot tell whether the serv
 
 from __future__ import annotations
 
-import math
-
 from service.db import Job, utcnow
 from service.store import JobStore
+from worker.jsonl import finite
 
 STEP_COLUMNS = ("loss", "tokens_per_second", "mfu", "memory_peak_bytes", "memory_predicted_bytes")
 
@@ -20,7 +19,7 @@ def checked_record(record: dict, index: int) -> dict:
         step = record.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"records[{index}].step = {step!r}: a step record needs a whole step number >= 0")
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    return finite(record)
 
 
 def step_row(job_id: str, record: dict) -> dict:

@@ -6,8 +6,9 @@ import pytest
 from ray.train import WorkerGroupError
 
 from tests.worker.conftest import make_plan
+from worker.jsonl import read_jsonl
 from worker.ray_run import RayRun, inventory, run_on_ray
-from worker.sinks import JsonlSink, ListSink, last_per_step, read_jsonl
+from worker.sinks import JsonlSink, ListSink, last_per_step
 from worker.train import WorkerJob, train
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
