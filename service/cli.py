@@ -83,7 +83,7 @@ def plan(job: Annotated[Path, typer.Argument(help="the job.yaml to plan")],
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        render_plan(result, console)
+        render_plan(result.to_dict(), console)
 
 
 @app.command()

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from planner.units import size_text
 from service.exit_codes import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK
 
 console, errors = Console(width=160), Console(stderr=True, width=160)
@@ -34,27 +35,15 @@ def _fail(error) -> None:
     raise typer.Exit(EXIT_BAD_INPUT if error.status in (0, 401, 404, 409, 422) else EXIT_JOB_FAILED)
 
 
-def render_plan_dict(plan: dict) -> None:
-    memory = plan["memory"]
-    console.print(f"plan: {plan['model']} on {plan['gpus']} x {plan['gpu']}: {memory['total'] / 1e9:,.2f} GB of "
-                  f"{memory['budget'] / 1e9:,.2f} GB predicted ({memory['metric']}); "
-                  f"{plan['throughput']['tokens_per_second']:,.0f} tokens/s, MFU {plan['throughput']['mfu']:.1%}")
-    table = Table(title="Decisions")
-    for column in ("step", "setting", "choice", "why"):
-        table.add_column(column, overflow="fold")
-    for d in plan["decisions"]:
-        table.add_row(d["step"], d["setting"], str(d["choice"]) + (" (pinned)" if d["pinned"] else ""), d["reason"])
-    console.print(table)
-
-
 def follow_job(client, job_id: str) -> int:
     from service.client import ClientError
     from service.progress import follow, render_summary
+    from service.render import render_plan
 
     try:
         job = client.wait_planned(job_id)
         if job["planned"]:
-            render_plan_dict(client.plan(job_id))
+            render_plan(client.plan(job_id), console)
         follow(client.records(job_id), console)
         job = client.job(job_id)
     except ClientError as error:
@@ -192,6 +181,6 @@ def register(app: typer.Typer) -> None:
         for column in ("node", "gpu", "count", "memory", "free"):
             table.add_column(column)
         for node in nodes:
-            table.add_row(node["node"], node["gpu"], str(node["count"]), f"{node['memory_bytes'] / 2**30:.0f} GiB",
+            table.add_row(node["node"], node["gpu"], str(node["count"]), size_text(node["memory_bytes"]),
                           str(node["free"]))
         console.print(table)

@@ -30,7 +30,7 @@ def run_standalone(job_path: Path, run_dir: Path | None, fresh: bool, console: C
     except (PlannerError, WorkerError, ValueError, OSError) as error:
         errors.print(f"[red]error:[/] {error}", highlight=False)
         return EXIT_BAD_INPUT
-    render_plan(run.plan, console)
+    render_plan(run.plan.to_dict(), console)
     console.print(f"data: {run.data.rows} rows ({run.data.format}); run folder {run.folder}")
     outcome: dict = {}
 
