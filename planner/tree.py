@@ -19,12 +19,9 @@ from planner.settings_out import worker_settings
 from planner.setup import RunSetup
 from planner.spec import JobSpec
 from planner.throughput import Throughput, estimate_throughput
+from planner.units import size_text
 
 DEFAULT_SEQ_LEN = 2048
-
-
-def gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
 
 
 @dataclass
@@ -151,7 +148,7 @@ def _run_for(ctx: _Context, rung: Rung, precision: str, recipe: str, seq_len: in
 
 
 def _describe(memory: MemoryBreakdown) -> str:
-    return ", ".join(f"{name} {gb(value)}" for name, value in memory.terms().items() if value)
+    return ", ".join(f"{name} {size_text(value)}" for name, value in memory.terms().items() if value)
 
 
 def _static_step(ctx: _Context, precision: str, recipe: str, seq_len: int) -> RunSetup:
@@ -171,8 +168,8 @@ def _static_step(ctx: _Context, precision: str, recipe: str, seq_len: int) -> Ru
                            else "8-bit AdamW states make the static part fit", pinned=spec.optimizer != "auto")
             return run
         ctx.decide("0->1 static", "method", f"not {rung.name}",
-                   f"needs {gb(memory.budgeted)} at micro-batch {run.micro_batch} "
-                   f"({_describe(memory)}); budget {gb(ctx.budget)}", needed_bytes=memory.budgeted,
+                   f"needs {size_text(memory.budgeted)} at micro-batch {run.micro_batch} "
+                   f"({_describe(memory)}); budget {size_text(ctx.budget)}", needed_bytes=memory.budgeted,
                    budget_bytes=ctx.budget)
         tried.append((rung, memory))
     raise _infeasible(ctx, tried, precision, recipe, seq_len)
@@ -183,11 +180,11 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
     pins = [f"{name}={getattr(spec, name)}" for name in ("method", "micro_batch_size", "gradient_checkpointing",
                                                           "optimizer") if getattr(spec, name) != "auto"]
     rung, memory = tried[-1] if tried else (None, None)
-    lines = [f"job {spec.name!r} does not fit: needs {gb(memory.budgeted)} per GPU at micro-batch "
+    lines = [f"job {spec.name!r} does not fit: needs {size_text(memory.budgeted)} per GPU at micro-batch "
              f"{spec.micro_batch_size if spec.micro_batch_size != 'auto' else 1} with {rung.name} "
-             f"({_describe(memory)}); the largest GPU ({ctx.gpu.name}) has {gb(ctx.budget)} usable "
-             f"({gb(ctx.gpu.memory_bytes)} x {spec.resources.max_memory_fraction} - "
-             f"{gb(ctx.gpu.context_bytes)} CUDA context)"]
+             f"({_describe(memory)}); the largest GPU ({ctx.gpu.name}) has {size_text(ctx.budget)} usable "
+             f"({size_text(ctx.gpu.memory_bytes)} x {spec.resources.max_memory_fraction} - "
+             f"{size_text(ctx.gpu.context_bytes)} CUDA context)"]
     if pins:
         free = spec.model_copy(update={"method": "auto", "micro_batch_size": "auto", "gradient_checkpointing": "auto",
                                        "optimizer": "auto"})
@@ -195,7 +192,7 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
             alt = make_plan(free, ctx.profile, Inventory.single(ctx.gpu, ctx.gpus), ctx.budget_input,
                             ctx.calibration)
             lines.append(f"with pins {', '.join(pins)} removed, {alt.settings.method} at micro-batch "
-                         f"{alt.settings.micro_batch_size} would need {gb(alt.memory.budgeted)}")
+                         f"{alt.settings.micro_batch_size} would need {size_text(alt.memory.budgeted)}")
         except (InfeasibleError, SpecError):
             pass
     qlora = RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method="qlora",
@@ -204,8 +201,8 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
                      recipe="amp", optimizer="adamw_8bit", micro_batch=1, seq_len=seq_len,
                      attention=attention_for(spec, ctx.profile.arch),
                      gradient_checkpointing=True)
-    lines.append(f"QLoRA with 8-bit AdamW and checkpointing would need {gb(estimate_memory(qlora).budgeted)} on one "
-                 f"GPU; shorter seq_len, more GPUs or a larger GPU would help")
+    lines.append(f"QLoRA with 8-bit AdamW and checkpointing would need {size_text(estimate_memory(qlora).budgeted)} "
+                 f"on one GPU; shorter seq_len, more GPUs or a larger GPU would help")
     return InfeasibleError("; ".join(lines), memory.budgeted if memory else 0, ctx.budget)
 
 
@@ -227,12 +224,14 @@ def _activation_step(ctx: _Context, run: RunSetup) -> RunSetup:
     least = spec.objective == "least_memory"
     if ok and not least:
         ctx.decide("0->1 activations", "gradient_checkpointing", False,
-                   f"micro-batch {run.micro_batch} fits without it ({gb(memory.budgeted)} of {gb(ctx.budget)}); "
-                   "checkpointing would cost a recompute (~1/3 more FLOPs)", needed_bytes=memory.budgeted)
+                   f"micro-batch {run.micro_batch} fits without it ({size_text(memory.budgeted)} of "
+                   f"{size_text(ctx.budget)}); checkpointing would cost a recompute (~1/3 more FLOPs)",
+                   needed_bytes=memory.budgeted)
         return without
     with_gc = ctx.fits(run)[1]
     reason = ("objective least_memory" if least else
-              f"micro-batch {run.micro_batch} needs {gb(memory.budgeted)} without it; {gb(with_gc.budgeted)} with it")
+              f"micro-batch {run.micro_batch} needs {size_text(memory.budgeted)} without it; "
+              f"{size_text(with_gc.budgeted)} with it")
     ctx.decide("0->1 activations", "gradient_checkpointing", True, reason, needed_bytes=with_gc.budgeted,
                without_bytes=memory.budgeted)
     return run
@@ -268,7 +267,7 @@ def _batch_step(ctx: _Context, run: RunSetup) -> RunSetup:
                 candidate = run.with_(micro_batch=mb, grad_accum=per_gpu // mb)
                 ok, memory = ctx.fits(candidate)
                 if not ok:
-                    reason += f"; {mb} would need {gb(memory.budgeted)} > {gb(ctx.budget)}"
+                    reason += f"; {mb} would need {size_text(memory.budgeted)} > {size_text(ctx.budget)}"
                     break
                 tps = _throughput(candidate).tokens_per_second
                 if tps < best_tps * (1 + MIN_THROUGHPUT_GAIN):
@@ -282,9 +281,10 @@ def _batch_step(ctx: _Context, run: RunSetup) -> RunSetup:
     best = best.with_(grad_accum=per_gpu // best.micro_batch)
     ok, memory = ctx.fits(best)
     if not ok:
-        raise InfeasibleError(f"pinned micro_batch_size {best.micro_batch} does not fit: needs {gb(memory.budgeted)} "
-                              f"({_describe(memory)}); budget {gb(ctx.budget)} on {ctx.gpu.name}; "
-                              f"micro-batch 1 needs {gb(ctx.fits(best.with_(micro_batch=1))[1].budgeted)}",
+        raise InfeasibleError(f"pinned micro_batch_size {best.micro_batch} does not fit: needs "
+                              f"{size_text(memory.budgeted)} ({_describe(memory)}); budget {size_text(ctx.budget)} "
+                              f"on {ctx.gpu.name}; "
+                              f"micro-batch 1 needs {size_text(ctx.fits(best.with_(micro_batch=1))[1].budgeted)}",
                               memory.budgeted, ctx.budget)
     ctx.decide("1->n", "gradient_accumulation_steps", best.grad_accum,
                f"{best.micro_batch} x {best.grad_accum} steps x {dp} GPU(s) = effective batch {effective}")
@@ -324,7 +324,7 @@ def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget
                memory_factor=corrected.memory, tokens_per_second_factor=corrected.tokens_per_second)
     memory = estimate_memory(run, corrected)
     if memory.margin:
-        ctx.decide("0->1 static", "memory margin", gb(memory.margin), "; ".join(memory.margin_reasons),
+        ctx.decide("0->1 static", "memory margin", size_text(memory.margin), "; ".join(memory.margin_reasons),
                    margin_bytes=memory.margin, estimate_bytes=memory.total)
     throughput = _throughput(run)
     settings = worker_settings(spec, run, length, _checkpoint_interval(ctx, throughput))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from service.settings import DEFAULT_DATA_DIR
+from service.settings import LocalSettings
 from service.states import TERMINAL
 
 
@@ -21,7 +21,7 @@ class ClientError(Exception):
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("EFFFT_DATA_DIR", DEFAULT_DATA_DIR)).expanduser()
+    return LocalSettings().data_dir
 
 
 def server_and_token() -> tuple[str, str]:

@@ -16,6 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from worker.ray_env import PRIVATE_CLUSTER_ENV
+
 HEAD_FILE = "ray-head.json"
 
 
@@ -80,7 +82,7 @@ def running_head(data_dir: Path) -> dict | None:
 # Ray rewrites --node-ip-address=127.0.0.1 to the host's outward address, and every server binds all
 # interfaces unless the node IP is exactly 127.0.0.1; turning off "cluster mode" keeps 127.0.0.1 (Ray's
 # services.get_node_ip_address). Drivers that connect by 127.0.0.1 need the same setting.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", **PRIVATE_CLUSTER_ENV}
 
 
 def ray_temp_dir(data_dir: Path) -> Path:

@@ -13,7 +13,7 @@ from planner.errors import FieldProblem
 from planner.spec import JobSpec
 from service.settings import Settings
 from worker.confine import Confinement, field_read_problem, write_problem
-from worker.rows import FILE_SUFFIXES
+from worker.rows import FILE_SUFFIXES, suffix_problem
 
 # a hub id is `org/name`: a bare word such as `text` or `json` names a `datasets` builder that globs files
 # from the server's working directory
@@ -29,7 +29,7 @@ def confinement(settings: Settings, owner: str) -> Confinement:
 
 
 def _looks_local(path: str) -> bool:
-    return path.startswith(LOCAL_PREFIXES) or Path(path).suffix in FILE_SUFFIXES
+    return path.startswith(LOCAL_PREFIXES) or Path(path).suffix.lower() in FILE_SUFFIXES
 
 
 def _hub_problem(field: str, path: str, allowed_names: list[str]) -> FieldProblem | None:
@@ -63,6 +63,13 @@ def _source_problem(field: str, path: str, kind: str, rules: Confinement,
     return _hub_problem(field, path, allowed_names)
 
 
+def _dataset_problem(path: str, rules: Confinement, allowed_names: list[str]) -> FieldProblem | None:
+    problem = _source_problem("dataset.path", path, "dataset", rules, allowed_names)
+    if problem is None and _looks_local(path) and (reason := suffix_problem(Path(path))) is not None:
+        return FieldProblem("dataset.path", path, reason)  # the reader would fail on it only once planned
+    return problem
+
+
 def _output_problem(path: str, rules: Confinement) -> FieldProblem | None:
     areas = ", ".join(str(a) for a in rules.owner_areas)
     if not path.startswith("/"):
@@ -77,7 +84,7 @@ def _output_problem(path: str, rules: Confinement) -> FieldProblem | None:
 def policy_problems(spec: JobSpec, settings: Settings, owner: str) -> list[FieldProblem]:
     """Paths outside what this owner may touch, hub ids that are not org/name, and remote code the operator forbids."""
     rules = confinement(settings, owner)
-    problems = [_source_problem("dataset.path", spec.dataset.path, "dataset", rules, settings.dataset_builders),
+    problems = [_dataset_problem(spec.dataset.path, rules, settings.dataset_builders),
                 _source_problem("model.path", spec.model.path, "model", rules, [])]
     if spec.output.dir is not None:
         problems.append(_output_problem(spec.output.dir, rules))

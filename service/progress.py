@@ -10,33 +10,28 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.render import _duration, _gb
+from planner.units import size_text
+from service.render import duration_text
+from worker.jsonl import START, Position, read_records
 
 
-def tail_records(path: Path, done: Callable[[], bool], offset: int = 0, poll_seconds: float = 0.2) -> Iterator[dict]:
-    """Yield each JSON line appended to `path` after `offset` until `done()` and nothing more is left."""
-    import json
-
+def tail_records(path: Path, done: Callable[[], bool], start: Position = START,
+                 poll_seconds: float = 0.2) -> Iterator[dict]:
+    """Yield each record written to `path` after `start` until `done()` and nothing more is left."""
+    position = start
     while True:
         finished = done()
-        if path.exists():
-            with path.open(encoding="utf-8") as file:
-                file.seek(offset)
-                for line in file:
-                    if not line.endswith("\n"):
-                        break  # a line still being written
-                    offset += len(line.encode("utf-8"))
-                    if line.strip():
-                        yield json.loads(line)
+        records, position = read_records(path, position)
+        yield from records
         if finished:
             return
         time.sleep(poll_seconds)
 
 
 def step_text(record: dict) -> str:
-    memory = f"mem {_gb(record['memory_peak_bytes'])} / predicted {_gb(record['memory_predicted_bytes'])}"
+    memory = f"mem {size_text(record['memory_peak_bytes'])} / predicted {size_text(record['memory_predicted_bytes'])}"
     return (f"loss {record['loss']:.4f} | {record['tokens_per_second']:,.0f} tok/s | MFU {record['mfu']:.1%} | "
-            f"{memory} | ETA {_duration(record['eta_seconds'])}")
+            f"{memory} | ETA {duration_text(record['eta_seconds'])}")
 
 
 def follow(records: Iterator[dict], console: Console) -> dict | None:
@@ -64,16 +59,17 @@ def render_summary(summary: dict, console: Console) -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     rows = [("steps", f"{summary['step']} / {summary['total_steps']}"), ("tokens", f"{summary['tokens']:,}"),
-            ("train time", _duration(summary["train_seconds"])),
+            ("train time", duration_text(summary["train_seconds"])),
             ("tokens/s (mean)", f"{summary['tokens_per_second']:,.0f} (predicted "
                                 f"{summary['predicted_tokens_per_second']:,.0f})"),
             ("MFU", f"{summary['mfu']:.1%}"),
             ("loss first -> last", f"{summary['first_loss']:.4f} -> {summary['final_loss']:.4f}"),
-            ("peak memory", f"{_gb(summary['memory_peak_bytes'])} measured, "
-                            f"{_gb(summary['memory_predicted_bytes'])} predicted"),
+            ("peak memory", f"{size_text(summary['memory_peak_bytes'])} measured, "
+                            f"{size_text(summary['memory_predicted_bytes'])} predicted"),
             ("reporting share of time", f"{summary['report_share']:.2%}")]
     for term, measured in summary["measured_terms"].items():
-        rows.append((f"  {term}", f"{_gb(measured)} counted, {_gb(summary['predicted_terms'][term])} at peak"))
+        predicted = summary["predicted_terms"][term]
+        rows.append((f"  {term}", f"{size_text(measured)} counted, {size_text(predicted)} at peak"))
     if summary.get("eval_loss") is not None:
         rows.append(("eval loss", f"{summary['eval_loss']:.4f}"))
     if summary.get("exact_match_after") is not None:

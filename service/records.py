@@ -6,25 +6,12 @@ The worker's shipper may send a batch again when it cannot tell whether the serv
 
 from __future__ import annotations
 
-import math
-
-from sqlalchemy.dialects import postgresql, sqlite
-
 from planner.plan import load_plan
-from service.db import Job, MemoryCheck, StepMetric, utcnow
+from service.db import Job, utcnow
 from service.store import JobStore
+from worker.jsonl import finite
 
 STEP_COLUMNS = ("loss", "tokens_per_second", "mfu", "memory_peak_bytes", "memory_predicted_bytes")
-
-
-def _insert(store: JobStore, table):
-    return (postgresql if store.engine.dialect.name == "postgresql" else sqlite).insert(table)
-
-
-def _upsert(store: JobStore, table, rows: list[dict], keys: list[str]):
-    statement = _insert(store, table).values(rows)
-    updated = {c.name: statement.excluded[c.name] for c in table.__table__.columns if c.name not in keys}
-    return statement.on_conflict_do_update(index_elements=keys, set_=updated)
 
 
 def checked_record(record: dict, index: int) -> dict:
@@ -33,7 +20,7 @@ def checked_record(record: dict, index: int) -> dict:
         step = record.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"records[{index}].step = {step!r}: a step record needs a whole step number >= 0")
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    return finite(record)
 
 
 def step_row(job_id: str, record: dict) -> dict:
@@ -57,13 +44,7 @@ def store_records(store: JobStore, job: Job, records: list[dict]) -> int:
     """Store a batch of records; returns how many step records it held."""
     steps = {int(r["step"]): r for r in records if r.get("kind") == "step" and r.get("step") is not None}
     summaries = [r for r in records if r.get("kind") == "summary"]
-    with store.session() as session:
-        if steps:
-            session.exec(_upsert(store, StepMetric, [step_row(job.id, r) for r in steps.values()], ["job_id", "step"]))
-        if summaries:
-            session.get(Job, job.id).summary = summaries[-1]
-            check = memory_check(job, summaries[-1])
-            if check is not None:
-                session.exec(_upsert(store, MemoryCheck, [check], ["job_id"]))
-        session.commit()
+    summary = summaries[-1] if summaries else None
+    store.save_records(job.id, [step_row(job.id, r) for r in steps.values()], summary,
+                       memory_check(job, summary) if summary is not None else None)
     return len(steps)

@@ -1,4 +1,8 @@
-"""Human-readable rendering of a Plan (rich tables), shared by `effft plan` and later commands."""
+"""The one human-readable rendering of a plan (rich tables): `effft plan`, `effft run` and `effft submit --follow`.
+
+It takes the typed Plan (planner/plan.py); a plan read back from the service goes through `load_plan`
+first, so it renders exactly as one just made.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.memory import TERMS
-from planner.plan import Plan
+from planner.plan import Decision, Plan, PlanMemory
+from planner.units import size_text
 
 
-def _gb(n: float | None) -> str:
-    if n is None:  # not measured yet (the CPU measures its peak on the run's second step)
-        return "n/a"
-    return f"{n / 1e9:,.2f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
-
-
-def _duration(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "n/a (epochs: depends on the dataset size)"
     hours, rest = divmod(int(seconds), 3600)
@@ -23,35 +22,41 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
+def _memory_table(memory: PlanMemory) -> Table:
+    table = Table(title=f"Memory per GPU at the peak ({memory.phase})", caption=f"predicts {memory.metric}")
+    table.add_column("term")
+    table.add_column("bytes", justify="right")
+    for term in TERMS:
+        table.add_row(term, size_text(getattr(memory, term)))
+    table.add_row("[bold]total[/]", f"[bold]{size_text(memory.total)}[/]")
+    table.add_row("margin", f"{size_text(memory.margin)} ({memory.margin / max(memory.total, 1):.0%})")
+    table.add_row("budget", f"{size_text(memory.budget)} ({memory.budgeted / memory.budget:.0%} used "
+                  "with the margin)")
+    return table
+
+
+def _decisions_table(decisions: list[Decision]) -> Table:
+    table = Table(title="Decisions")
+    for column in ("step", "setting", "choice", "why"):
+        table.add_column(column, overflow="fold")
+    for d in decisions:
+        table.add_row(d.step, d.setting, d.choice + (" (pinned)" if d.pinned else ""), d.reason)
+    return table
+
+
 def render_plan(plan: Plan, console: Console) -> None:
-    s = plan.settings
+    s, t = plan.settings, plan.throughput
     console.print(f"[bold]{plan.name}[/]: {plan.model} ({plan.params.total / 1e6:,.1f}M params, "
                   f"{plan.params.trainable / 1e6:,.2f}M trained) on {plan.gpus} x {plan.gpu}")
     console.print(f"  config: {plan.config_origin}")
-    memory = Table(title=f"Memory per GPU at the peak ({plan.memory.phase})",
-                   caption=f"predicts {plan.memory.metric}")
-    memory.add_column("term")
-    memory.add_column("bytes", justify="right")
-    for term in TERMS:
-        memory.add_row(term, _gb(getattr(plan.memory, term)))
-    memory.add_row("[bold]total[/]", f"[bold]{_gb(plan.memory.total)}[/]")
-    memory.add_row("margin", f"{_gb(plan.memory.margin)} ({plan.memory.margin / max(plan.memory.total, 1):.0%})")
-    memory.add_row("budget", f"{_gb(plan.memory.budget)} ({plan.memory.budgeted / plan.memory.budget:.0%} used "
-                   "with the margin)")
-    console.print(memory)
+    console.print(_memory_table(plan.memory))
     for reason in plan.memory.margin_reasons:
         console.print(f"  margin {reason}")
-    chosen = Table(title="Decisions")
-    for column in ("step", "setting", "choice", "why"):
-        chosen.add_column(column, overflow="fold")
-    for d in plan.decisions:
-        chosen.add_row(d.step, d.setting, d.choice + (" (pinned)" if d.pinned else ""), d.reason)
-    console.print(chosen)
-    t = plan.throughput
+    console.print(_decisions_table(plan.decisions))
     console.print(f"method {s.method} | {s.precision} ({s.precision_recipe}) | optimizer {s.optimizer} | "
                   f"attention {s.attention} | checkpointing {s.gradient_checkpointing} | micro-batch "
                   f"{s.micro_batch_size} x accumulation {s.gradient_accumulation_steps} | "
                   f"sharding {s.sharding} | seq_len {s.seq_len}")
     console.print(f"predicted: {t.tokens_per_second:,.0f} tokens/s, {t.samples_per_second:,.2f} samples/s, "
                   f"MFU {t.mfu:.1%} ({t.bound}-bound), step {t.step_seconds:.3f} s, "
-                  f"run time {_duration(t.run_seconds)}")
+                  f"run time {duration_text(t.run_seconds)}")

@@ -20,23 +20,24 @@ from service.cluster import free_count, free_inventory, held_gpus
 from service.embedded import write_secret
 from service.policy import confinement, policy_problems
 from service.settings import Settings
-from service.states import State
+from service.states import Cause, State
 from service.store import JobStore
 from worker.job_file import ConfinementFile, JobFile
+from worker.ray_env import TRAIN_ENV
 
 log = logging.getLogger("effft.scheduler")
-REPORT_POLL_SECONDS = "0.2"  # Ray Train's controller poll: checkpoint reports should not wait 2 s
 # how each final Ray job status ends an effft job, from running / from cancelling
 ENDINGS = {
     ("SUCCEEDED", State.RUNNING): (State.SUCCEEDED, None), ("SUCCEEDED", State.CANCELLING): (State.SUCCEEDED, None),
-    ("FAILED", State.RUNNING): (State.FAILED, "worker"), ("FAILED", State.CANCELLING): (State.FAILED, "worker"),
-    ("STOPPED", State.RUNNING): (State.FAILED, "system"), ("STOPPED", State.CANCELLING): (State.CANCELLED, None),
-    ("MISSING", State.RUNNING): (State.FAILED, "system"), ("MISSING", State.CANCELLING): (State.CANCELLED, None),
+    ("FAILED", State.RUNNING): (State.FAILED, Cause.WORKER),
+    ("FAILED", State.CANCELLING): (State.FAILED, Cause.WORKER),
+    ("STOPPED", State.RUNNING): (State.FAILED, Cause.SYSTEM), ("STOPPED", State.CANCELLING): (State.CANCELLED, None),
+    ("MISSING", State.RUNNING): (State.FAILED, Cause.SYSTEM), ("MISSING", State.CANCELLING): (State.CANCELLED, None),
 }
 
 
-def failure_cause(status_cause: str, logs: str) -> str:
-    return "oom" if "OutOfMemoryError" in logs or "out of memory" in logs.lower() else status_cause
+def failure_cause(status_cause: Cause, logs: str) -> Cause:
+    return Cause.OOM if "OutOfMemoryError" in logs or "out of memory" in logs.lower() else status_cause
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Planning:
     """One job being profiled and planned on its own thread; the loop reaps the outcome."""
 
     deadline: float
-    outcome: dict = field(default_factory=dict)  # {"plan": Plan} or {"cause": str, "message": str}
+    outcome: dict = field(default_factory=dict)  # {"plan": Plan} or {"cause": Cause, "message": str}
     thread: threading.Thread | None = None
 
 
@@ -108,7 +109,7 @@ class Scheduler:
 
     # -- planning and starting ----------------------------------------------------------------------
 
-    def _fail(self, job_id: str, current: State, cause: str, message: str) -> None:
+    def _fail(self, job_id: str, current: State, cause: Cause, message: str) -> None:
         self.store.transition(job_id, current, State.FAILED, f"{cause}: {message[:500]}", cause=cause,
                               message=message)
 
@@ -134,7 +135,7 @@ class Scheduler:
                 self._abandoned.append(planning.thread)
             limit = self.settings.planning_timeout_seconds
             outcome = dict(planning.outcome) if not planning.thread.is_alive() else {
-                "cause": "bad_input", "message": f"planning took longer than {limit:.0f} s (fetching the model or "
+                "cause": Cause.BAD_INPUT, "message": f"planning took longer than {limit:.0f} s (fetching the model or "
                 "dataset, or reading it); use a local copy or a smaller dataset"}
             if "plan" in outcome:
                 self._guarded(job_id, self._planned, job_id, outcome["plan"])
@@ -154,18 +155,18 @@ class Scheduler:
             data = profile_dataset(spec)
             outcome["plan"] = plan_job(spec, self.cluster.inventory(), seq_len=data.seq_len)
         except InfeasibleError as error:
-            outcome.update(cause="infeasible", message=str(error))
+            outcome.update(cause=Cause.INFEASIBLE, message=str(error))
         except (SpecError, ModelProfileError, WorkerError, ValueError, OSError) as error:
-            outcome.update(cause="bad_input", message=str(error))
+            outcome.update(cause=Cause.BAD_INPUT, message=str(error))
         except Exception as error:  # anything else is effft's own failure, not the user's
             log.exception("planning %s failed", job.id)
-            outcome.update(cause="system", message=f"{type(error).__name__}: {error}")
+            outcome.update(cause=Cause.SYSTEM, message=f"{type(error).__name__}: {error}")
 
     def _planned(self, job_id: str, plan: Plan) -> None:
         job = self.store.get(job_id)
         if job is None or job.state != State.PLANNING:  # cancelled while it was planned: never submit it
             return
-        self.store.set_fields(job_id, plan=plan.to_dict())
+        self.store.set_plan(job_id, plan.to_dict())
         try:
             self._start(job_id, State.PLANNING, plan)
         except Exception as error:  # Ray refused or was away: the waiting pass retries it
@@ -183,7 +184,7 @@ class Scheduler:
         try:
             plan = load_plan(job.plan)
         except PlanVersionError as error:  # stored by an effft that planned differently: plan it again
-            self._fail(job.id, State.WAITING, "bad_input", str(error))
+            self._fail(job.id, State.WAITING, Cause.BAD_INPUT, str(error))
             return
         self._start(job.id, State.WAITING, plan)
 
@@ -197,8 +198,7 @@ class Scheduler:
         job_file = self._write_job_file(job_id, plan)
         entrypoint = f"{self.settings.worker_python or sys.executable} -m worker.job_main {job_file}"
         try:
-            ray_job_id = self.cluster.submit(job_id, entrypoint, {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S":
-                                                                  REPORT_POLL_SECONDS})
+            ray_job_id = self.cluster.submit(job_id, entrypoint, dict(TRAIN_ENV))
         except Exception:
             # submitted before, by a scheduler that died before recording it: Ray knows the id, adopt it
             if self.cluster.status(job_id) in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"):

@@ -13,10 +13,20 @@ USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a user's name is
 ADMIN_USER = "admin"
 
 
-class Settings(BaseSettings):
+class LocalSettings(BaseSettings):
+    """What the CLI on the server's machine reads too: where the server keeps its files."""
+
     model_config = SettingsConfigDict(env_prefix="EFFFT_", extra="ignore")
 
     data_dir: Path = DEFAULT_DATA_DIR  # the SQLite file, job files, run folders, the local admin token
+
+    @field_validator("data_dir")
+    @classmethod
+    def _home(cls, data_dir: Path) -> Path:
+        return data_dir.expanduser()  # `~/x` in a compose file or a quoted variable, which no shell expanded
+
+
+class Settings(LocalSettings):
     database_url: str | None = None  # default: SQLite in data_dir; e.g. postgresql+psycopg://user@host/db
     tokens: dict[str, str] = Field(default_factory=dict)  # bearer token -> user name (JSON in EFFFT_TOKENS)
     admin_tokens: list[str] = Field(default_factory=list)  # these see every job

@@ -11,6 +11,7 @@ from rich.console import Console
 from service.exit_codes import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK
 from service.progress import follow, render_summary, tail_records
 from service.render import render_plan
+from worker.jsonl import position_at
 
 
 def run_standalone(job_path: Path, run_dir: Path | None, fresh: bool, console: Console) -> int:
@@ -40,10 +41,10 @@ def run_standalone(job_path: Path, run_dir: Path | None, fresh: bool, console: C
             outcome["error"] = error
 
     # a resumed run appends to the same file: show only what this run writes
-    offset = run.metrics_path.stat().st_size if run.metrics_path.exists() else 0
+    start = position_at(run.metrics_path)
     thread = threading.Thread(target=fit, name="effft-fit", daemon=True)
     thread.start()
-    summary = follow(tail_records(run.metrics_path, done=lambda: not thread.is_alive(), offset=offset), console)
+    summary = follow(tail_records(run.metrics_path, done=lambda: not thread.is_alive(), start=start), console)
     thread.join()
     if "error" in outcome or summary is None:
         errors.print(f"[red]run failed:[/] {outcome.get('error', 'no summary was written')}", highlight=False)

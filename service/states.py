@@ -17,9 +17,17 @@ class State(StrEnum):
 
 
 TERMINAL = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
-# why a job failed: the plan cannot fit, the data or model is unusable, it ran out of memory,
-# the training code failed, or effft / Ray failed around it
-CAUSES = ("infeasible", "bad_input", "oom", "worker", "system")
+
+
+class Cause(StrEnum):
+    """Why a job failed. The values are what the database's `cause` column and the API hold: never rename one."""
+
+    INFEASIBLE = "infeasible"  # the plan cannot fit
+    BAD_INPUT = "bad_input"  # the data or model is unusable
+    OOM = "oom"  # it ran out of memory
+    WORKER = "worker"  # the training code failed
+    SYSTEM = "system"  # effft or Ray failed around it
+
 
 S = State
 TRANSITIONS: dict[tuple[State, State], str] = {

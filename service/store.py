@@ -1,8 +1,9 @@
 """The job store: jobs, their events, per-step metrics and memory checks, over SQLModel.
 
-Every state change is a compare-and-set (UPDATE ... WHERE state = the state it was read in) plus
-an event row, in one transaction: two writers can never both move a job, and no change goes
-unrecorded. Step metrics are keyed by (job, step), so a record sent twice is stored once.
+Every state change goes through one function, `_move`: a compare-and-set (UPDATE ... WHERE state =
+the state it was read in) plus an event row, in one transaction, so two writers can never both move
+a job, and no change goes unrecorded. Nothing else writes the state's columns.
+Step metrics are keyed by (job, step), so a record sent twice is stored once.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from service.db import Job, JobEvent, MemoryCheck, StepMetric, utcnow
-from service.states import TERMINAL, State, check_transition
+from service.states import TERMINAL, Cause, State, check_transition
 
 
 class IdempotencyConflict(ValueError):
@@ -30,6 +32,8 @@ class Page:
     next_cursor: str | None
 
 
+# what a state change may set beside the state; the state's own columns (cause, started_at, ...) are _move's
+MOVE_FIELDS = frozenset({"message", "ray_job_id", "gpus", "gpu_type"})
 JOB_ID = re.compile(r"^j[0-9a-f]{16}$")
 
 
@@ -123,26 +127,20 @@ class JobStore:
             rows = session.exec(select(Job.state, func.count()).group_by(Job.state)).all()
         return {state: count for state, count in rows}
 
-    # -- state changes -----------------------------------------------------------------------
+    # -- state changes: every one goes through _move ---------------------------------------------
 
-    def transition(self, job_id: str, current: State, target: State, reason: str | None = None,
-                   **fields) -> bool:
-        """Compare-and-set the state (and `fields`) plus an event row; False if the job was not in `current`."""
-        allowed = check_transition(current, target)
-        now = utcnow()
-        values = {"state": target, "updated_at": now, **fields}
-        if target == State.RUNNING:
-            values.setdefault("started_at", now)
-        if target in TERMINAL:
-            values.setdefault("finished_at", now)
+    def transition(self, job_id: str, current: State, target: State, reason: str | None = None, *,
+                   cause: Cause | None = None, **fields) -> bool:
+        """Move the job from `current` to `target` (setting `fields`) with an event; False if it was not in `current`.
+
+        A move to failed names its `cause`; no other move has one."""
         with self.session() as session:
-            result = session.exec(update(Job).where(Job.id == job_id, Job.state == current).values(**values))
-            if result.rowcount != 1:
+            moved = self._move(session, job_id, current, target, reason, cause, fields)
+            if moved:
+                session.commit()
+            else:
                 session.rollback()
-                return False
-            session.add(JobEvent(job_id=job_id, from_state=current, to_state=target, reason=reason or allowed))
-            session.commit()
-        return True
+        return moved
 
     def claim_next_queued(self) -> Job | None:
         """Move the oldest queued job to planning and return it; each job is claimed exactly once."""
@@ -151,27 +149,69 @@ class JobStore:
             if self.engine.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)  # concurrent claimers take different jobs
             job_id = session.exec(query).first()
-            if job_id is None:
-                return None
-            result = session.exec(update(Job).where(Job.id == job_id, Job.state == State.QUEUED)
-                                  .values(state=State.PLANNING, updated_at=utcnow()))
-            if result.rowcount != 1:  # SQLite: another claimer got there first
+            # SQLite takes no lock on the read: a rival may claim the job before our move, which then refuses
+            if job_id is None or not self._move(session, job_id, State.QUEUED, State.PLANNING, None, None, {}):
                 session.rollback()
                 return None
-            session.add(JobEvent(job_id=job_id, from_state=State.QUEUED, to_state=State.PLANNING,
-                                 reason=check_transition(State.QUEUED, State.PLANNING)))
             session.commit()
         return self.get(job_id)
 
-    def set_fields(self, job_id: str, **fields) -> None:
+    @staticmethod
+    def _move(session: Session, job_id: str, current: State, target: State, reason: str | None,
+              cause: Cause | None, fields: dict) -> bool:
+        """The one place a job's state changes: UPDATE ... WHERE state = `current`, then its event row, both in
+        `session`'s transaction (the caller commits). False, with nothing written, if the job was not in `current`."""
+        allowed = check_transition(current, target)
+        stray = set(fields) - MOVE_FIELDS
+        if stray:
+            raise ValueError(f"a state change sets only {sorted(MOVE_FIELDS)} besides the state; not {sorted(stray)}")
+        if (cause is not None) != (target == State.FAILED):
+            raise ValueError(f"a move to {target} {'needs' if cause is None else 'takes no'} cause")
+        now = utcnow()
+        values = {"state": target, "updated_at": now, **fields}
+        if cause is not None:
+            values["cause"] = Cause(cause).value
+        if target == State.RUNNING:
+            values["started_at"] = now
+        if target in TERMINAL:
+            values["finished_at"] = now
+        result = session.exec(update(Job).where(Job.id == job_id, Job.state == current).values(**values))
+        if result.rowcount != 1:
+            return False
+        session.add(JobEvent(job_id=job_id, from_state=current, to_state=target, reason=reason or allowed))
+        return True
+
+    # -- other fields: none of these can touch the state's columns -------------------------------
+
+    def set_plan(self, job_id: str, plan: dict) -> None:
+        self._set(job_id, plan=plan)
+
+    def issue_worker_token(self, job_id: str) -> str:
+        token = secrets.token_urlsafe(24)
+        self._set(job_id, worker_token=token)
+        return token
+
+    def _set(self, job_id: str, **fields) -> None:
         with self.session() as session:
             session.exec(update(Job).where(Job.id == job_id).values(updated_at=utcnow(), **fields))
             session.commit()
 
-    def issue_worker_token(self, job_id: str) -> str:
-        token = secrets.token_urlsafe(24)
-        self.set_fields(job_id, worker_token=token)
-        return token
+    def save_records(self, job_id: str, steps: list[dict], summary: dict | None, check: dict | None) -> None:
+        """Step rows upserted by (job, step), the job's summary and its memory check, in one transaction."""
+        with self.session() as session:
+            if steps:
+                session.exec(self._upsert(StepMetric, steps, ["job_id", "step"]))
+            if summary is not None:
+                session.exec(update(Job).where(Job.id == job_id).values(summary=summary))
+            if check is not None:
+                session.exec(self._upsert(MemoryCheck, [check], ["job_id"]))
+            session.commit()
+
+    def _upsert(self, table, rows: list[dict], keys: list[str]):
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(table).values(rows)
+        updated = {c.name: statement.excluded[c.name] for c in table.__table__.columns if c.name not in keys}
+        return statement.on_conflict_do_update(index_elements=keys, set_=updated)
 
     def events(self, job_id: str) -> list[JobEvent]:
         with self.session() as session:

@@ -6,9 +6,12 @@ from pathlib import Path
 # Tests never reach a hub (this machine has no network): fail fast instead of retrying connections.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import pytest
+
+from worker.ray_env import PRIVATE_CLUSTER_ENV, set_defaults
+
+set_defaults(PRIVATE_CLUSTER_ENV)  # every Ray the tests start is a private one
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,24 +24,23 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from planner.catalog import GpuGroup, Inventory, cpu_with_memory, parse_gpu_name
 from worker.host import host_memory_bytes
+from worker.ray_env import PRIVATE_CLUSTER_ENV, TRAIN_ENV, set_defaults
 from worker.sinks import MetricsSink
 from worker.train import WorkerJob, train
 
 HF_CHECKPOINT = "checkpoint"  # the Trainer's folder inside each Ray checkpoint
-# ray.train.report blocks until the controller's next poll (2 s by default); checkpoints should not wait that long
-REPORT_POLL_SECONDS = "0.2"
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to RAY_ADDRESS / `address`, or start a local Ray for this process."""
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", REPORT_POLL_SECONDS)
+    set_defaults(TRAIN_ENV)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster: Ray 2.60 enables tokens
+    set_defaults(PRIVATE_CLUSTER_ENV)  # a Ray of this process's own
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
@@ -73,7 +71,9 @@ class RayRun:
     name: str
     accelerator_type: str | None = None  # Ray's name for the plan's GPU
     max_failures: int = 1
-    kill_at_step: int | None = None  # failure drill: rank 0 dies at this step of a fresh (not resumed) run
+    # more Trainer callbacks for every attempt, on every rank (pickled to the workers): the seam through which
+    # tests inject faults (tests/worker/faults.py); the service and `effft run` add none
+    callbacks: tuple[TrainerCallback, ...] = ()
 
     @property
     def on_gpu(self) -> bool:
@@ -102,17 +102,6 @@ class _CheckpointToRay(TrainerCallback):
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
-class _KillAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step and state.is_world_process_zero:
-            # a report reaches the controller at its next poll; steps of a real run take longer than that
-            time.sleep(5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", REPORT_POLL_SECONDS)))
-            os._exit(9)  # as abrupt as a kill -9 or a lost node
-
-
 class _RankReportsToSink(UserCallback):
     """Runs in Ray's controller: writes every rank's final step and weights fingerprint to the sink."""
 
@@ -132,14 +121,12 @@ def _ensure(folder: str) -> str:
 def _train_loop(config: dict) -> None:
     run: RayRun = config["run"]
     sink = config["sink"]
-    resume, callbacks = None, [_CheckpointToRay()]
+    resume, callbacks = None, [_CheckpointToRay(), *run.callbacks]
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         local = tempfile.mkdtemp(prefix="effft-resume-")
         checkpoint.to_directory(local)
         resume = str(Path(local, HF_CHECKPOINT))
-    elif run.kill_at_step is not None:
-        callbacks.append(_KillAt(run.kill_at_step))
     # a fresh folder per attempt: the Trainer's checkpoints of a dead attempt must not mix with this one's
     job = replace(run.job, work_dir=tempfile.mkdtemp(prefix="effft-work-", dir=_ensure(run.job.work_dir)))
     try:

@@ -8,18 +8,31 @@ from pathlib import Path
 from planner.spec import DatasetSpec
 from worker.errors import DataError
 
+# the files this reader takes, by suffix (the service's path check refuses any other at submit)
 FILE_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".text": "text"}
+
+
+def suffix_problem(path: Path) -> str | None:
+    """Why the reader cannot take this file, by its name alone; None when it can. A folder is read for its
+    files of these suffixes, and a file without a suffix as JSON lines."""
+    if not path.suffix or path.suffix.lower() in FILE_SUFFIXES or path.is_dir():
+        return None
+    return (f"a {path.suffix} file cannot be read; datasets are JSONL (.jsonl), JSON (.json), Parquet (.parquet) "
+            "or text (.txt, .text) files, or a folder of them: convert it (a CSV to JSONL with pandas: "
+            "pandas.read_csv(path).to_json(out, orient='records', lines=True))")
 
 
 def read_rows(spec: DatasetSpec) -> list[dict]:
     """All rows of the dataset as dicts, at most max_samples of them; a clear error when there are none."""
     path = Path(spec.path).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in FILE_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FILE_SUFFIXES)
         if not files:
             raise DataError("dataset.path", spec.path, f"the folder holds no {'/'.join(FILE_SUFFIXES)} files")
         rows = [row for file in files for row in _read_file(file, spec)]
-    elif path.suffix in FILE_SUFFIXES or path.exists():
+    elif path.suffix.lower() in FILE_SUFFIXES or path.exists():
+        if (problem := suffix_problem(path)) is not None:
+            raise DataError("dataset.path", spec.path, problem)
         if not path.is_file():
             raise DataError("dataset.path", spec.path, "no such file; give a JSONL, Parquet or text file, "
                             "a folder of them, or a `datasets` id")
@@ -34,7 +47,7 @@ def read_rows(spec: DatasetSpec) -> list[dict]:
 
 
 def _read_file(path: Path, spec: DatasetSpec) -> list[dict]:
-    kind = FILE_SUFFIXES.get(path.suffix, "json")
+    kind = FILE_SUFFIXES.get(path.suffix.lower(), "json")
     if kind == "text":
         lines = path.read_text(encoding="utf-8").splitlines()
         return [{spec.text_field: line} for line in lines if line.strip()]

@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from worker.jsonl import Position, position_at, read_records
+
 log = logging.getLogger("effft.shipper")
 BATCH_LINES = 200
 MAX_BACKOFF_SECONDS = 5.0
@@ -26,7 +28,8 @@ class Shipper:
         self.spool, self.endpoint = Path(spool), f"{url.rstrip('/')}/v1/jobs/{job_id}/records"
         self.token, self.poll = token, poll_seconds
         self.offset_file = self.spool.with_suffix(".shipped")
-        self.offset = int(self.offset_file.read_text()) if self.offset_file.exists() else 0
+        offset = int(self.offset_file.read_text()) if self.offset_file.exists() else 0
+        self.position = position_at(self.spool, offset)  # where the records not yet stored begin
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="effft-shipper", daemon=True)
 
@@ -34,22 +37,9 @@ class Shipper:
         self._thread.start()
         return self
 
-    def _pending(self) -> tuple[list[dict], int]:
-        """Complete lines after the offset (at most a batch), and the offset after them."""
-        if not self.spool.exists():
-            return [], self.offset
-        with self.spool.open("rb") as file:
-            file.seek(self.offset)
-            records, end = [], self.offset
-            for line in file:
-                if not line.endswith(b"\n") or len(records) >= BATCH_LINES:
-                    break
-                end += len(line)
-                try:
-                    records.append(json.loads(line)) if line.strip() else None
-                except ValueError:  # a torn or foreign line: skip it, ship the rest
-                    log.warning("shipper: skipped a spool line that is not JSON: %.80r", line)
-        return records, end
+    def _pending(self) -> tuple[list[dict], Position]:
+        """The records not yet stored (at most a batch), and the position after them."""
+        return read_records(self.spool, self.position, BATCH_LINES)
 
     def _post(self, records: list[dict]) -> bool:
         body = json.dumps({"records": records}).encode()
@@ -70,12 +60,12 @@ class Shipper:
     def ship_once(self) -> bool:
         """Send one batch; True when there was nothing left or the batch was stored."""
         records, end = self._pending()
-        if end == self.offset:
+        if end == self.position:
             return True
         if records and not self._post(records):
             return False
-        self.offset = end
-        self.offset_file.write_text(str(end))
+        self.position = end
+        self.offset_file.write_text(str(end.offset))
         return True
 
     def _loop(self) -> None:
@@ -87,7 +77,7 @@ class Shipper:
                 log.exception("shipper pass failed")
                 sent = False
             backoff = self.poll if sent else min(backoff * 2, MAX_BACKOFF_SECONDS)
-            self._stop.wait(backoff if not sent or self._pending()[1] == self.offset else 0)
+            self._stop.wait(backoff if not sent or self._pending()[1] == self.position else 0)
 
     def drain(self, timeout_seconds: float) -> bool:
         """Stop the thread, then ship everything left; True when all of it was stored."""
@@ -96,7 +86,7 @@ class Shipper:
         deadline, backoff = time.monotonic() + timeout_seconds, self.poll
         while time.monotonic() < deadline:
             if self.ship_once():
-                if self._pending()[1] == self.offset:
+                if self._pending()[1] == self.position:
                     return True
                 continue
             time.sleep(backoff)

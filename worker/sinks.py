@@ -7,10 +7,13 @@ resumed from a checkpoint repeats the steps after it) keeps the last one.
 
 from __future__ import annotations
 
+import fcntl
 import json
-import math
+import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from worker.jsonl import finite
 
 
 @runtime_checkable
@@ -20,31 +23,47 @@ class MetricsSink(Protocol):
     def close(self) -> None: ...
 
 
-def _finite(value):
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 class JsonlSink:
-    """One JSON object per line, appended and flushed per record; picklable (it holds only the path)."""
+    """One JSON object per line, each appended whole under a lock; picklable (it holds only the path).
+
+    Rank 0 and Ray's controller write to the same file from their own processes. A writer that died
+    mid-line left a torn last line: the next writer cuts it off before its first line, so it never
+    becomes a damaged line in the middle of the file (see worker.jsonl for how readers treat it).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._file = None
+        self._fd: int | None = None
 
     def write(self, record: dict) -> None:
-        if self._file is None:
+        line = (json.dumps(finite(record)) + "\n").encode("utf-8")
+        opening = self._fd is None
+        if opening:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(json.dumps({k: _finite(v) for k, v in record.items()}) + "\n")
-        self._file.flush()
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # no reader of a repair and no other writer sees half a line
+        try:
+            if opening:
+                _cut_torn_tail(self._fd)
+            written = 0
+            while written < len(line):  # a regular file takes it in one write, short of a full disk
+                written += os.write(self._fd, line[written:])
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __getstate__(self):
-        return {"path": self.path, "_file": None}
+        return {"path": self.path, "_fd": None}
+
+
+def _cut_torn_tail(fd: int) -> None:
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        os.ftruncate(fd, os.pread(fd, size, 0).rfind(b"\n") + 1)
 
 
 class ListSink:
@@ -58,13 +77,6 @@ class ListSink:
 
     def close(self) -> None:
         pass
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def last_per_step(records: list[dict]) -> list[dict]:

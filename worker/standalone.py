@@ -65,11 +65,11 @@ def prepare_local_run(spec: JobSpec, folder: Path, ray_address: str | None = Non
     return LocalRun(spec, plan, data, folder.resolve(), ray_names.get(plan.gpu))
 
 
-def execute(run: LocalRun, kill_at_step: int | None = None):
+def execute(run: LocalRun):
     """Run on Ray to the end; returns Ray's Result. Metrics land in run.metrics_path as they happen."""
     from worker.ray_run import RayRun, run_on_ray
 
     run.folder.mkdir(parents=True, exist_ok=True)
     ray_run = RayRun(run.worker_job(), storage_path=str(run.folder / "ray"), name=run.spec.name,
-                     accelerator_type=run.accelerator_type, kill_at_step=kill_at_step)
+                     accelerator_type=run.accelerator_type)
     return run_on_ray(ray_run, JsonlSink(run.metrics_path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from planner.units import size_text
 from service.cli.output import client, console, fail
 
 
@@ -19,6 +20,6 @@ def inventory() -> None:
     for column in ("node", "gpu", "count", "memory", "free"):
         table.add_column(column)
     for node in nodes:
-        table.add_row(node["node"], node["gpu"], str(node["count"]), f"{node['memory_bytes'] / 2**30:.0f} GiB",
+        table.add_row(node["node"], node["gpu"], str(node["count"]), size_text(node["memory_bytes"]),
                       str(node["free"]))
     console.print(table)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from service.states import State
+from tests.planner.test_decisions import plan
 from tests.service.conftest import ADMIN_TOKEN, ALICE, TOKENS, FakeCluster, auth, job_spec
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
@@ -151,7 +152,7 @@ def exposition(tmp_path_factory) -> str:
             assert store.claim_next_queued().id == job_id
             assert store.transition(job_id, State.PLANNING, State.RUNNING, ray_job_id="r", gpus=1,
                                     gpu_type="cpu")
-            store.set_fields(job_id, plan={"model": "m", "gpu": "cpu", "settings": {"method": "lora"}})
+            store.set_plan(job_id, plan("7B", "A10G", seq_len=1024).to_dict())
             token = store.issue_worker_token(job_id)
             step = {"kind": "step", "step": 1, "total_steps": 4, "loss": 1.5, "tokens_per_second": 100.0,
                     "eta_seconds": 30.0, "mfu": 0.2, "memory_peak_bytes": 3 * 2**30,
@@ -180,7 +181,7 @@ def test_the_exposition_has_samples_of_every_family(exposition):
     assert {"effft_jobs", "effft_job_step", "effft_job_memory_predicted_bytes", "effft_gpu_memory_bytes",
             "effft_planner_memory_error_ratio_count"} <= names
     # the summary made a memory check, labelled with the plan's model and GPU
-    assert 'effft_planner_memory_error_ratio_count{gpu="cpu",model="m"} 1.0' in exposition
+    assert 'effft_planner_memory_error_ratio_count{gpu="A10G",model="meta-llama/Llama-2-7b-hf"} 1.0' in exposition
 
 
 def test_every_metric_a_dashboard_queries_is_exposed_by_the_service(exposition):

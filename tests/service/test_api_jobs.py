@@ -55,14 +55,14 @@ def test_the_plan_is_409_until_the_job_is_planned(client, store, spec):
     response = client.get(f"/v1/jobs/{job_id}/plan", headers=ALICE)
     assert response.status_code == 409 and "queued" in response.json()["detail"]
     stored = plan("7B", "A10G", seq_len=1024).to_dict()
-    store.set_fields(job_id, plan=stored)
+    store.set_plan(job_id, stored)
     assert client.get(f"/v1/jobs/{job_id}/plan", headers=ALICE).json() == stored
     assert client.get(f"/v1/jobs/{job_id}", headers=ALICE).json()["planned"] is True
 
 
 def test_a_plan_stored_by_another_version_is_409_naming_it(client, store, spec):
     job_id = submitted(client, spec)
-    store.set_fields(job_id, plan={**plan("7B", "A10G", seq_len=1024).to_dict(), "schema_version": 99})
+    store.set_plan(job_id, {**plan("7B", "A10G", seq_len=1024).to_dict(), "schema_version": 99})
     response = client.get(f"/v1/jobs/{job_id}/plan", headers=ALICE)
     assert response.status_code == 409 and "version 99" in response.json()["detail"]
 

@@ -122,6 +122,24 @@ def test_dataset_names_that_are_not_org_slash_name_are_refused(client, spec, nam
     assert problem_fields(submit(client, with_paths(spec, dataset=name))) == {"dataset.path"}
 
 
+@pytest.mark.parametrize("name", ["train.csv", "train.CSV", "train.tsv"])
+def test_a_dataset_file_the_reader_cannot_read_is_refused_at_submit(client, spec, roots, name):
+    path = roots["datasets"] / name
+    path.write_text("text\nhello\n")
+    response = submit(client, with_paths(spec, dataset=path))
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert (problem["field"], problem["value"]) == ("dataset.path", str(path))
+    assert f"a {path.suffix} file cannot be read" in problem["message"] and "convert" in problem["message"]
+
+
+def test_a_folder_whose_name_has_a_suffix_is_still_a_dataset_folder(client, spec, roots):
+    folder = roots["datasets"] / "rows.v2"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [ROW])
+    assert submit(client, with_paths(spec, dataset=folder)).status_code == 201
+
+
 def test_an_operator_may_allow_a_builder_name(client, spec, settings):
     settings.dataset_builders = ["imdb"]
     assert submit(client, with_paths(spec, dataset="imdb")).status_code == 201

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from service.records import store_records
-from service.states import State, TransitionError
-from service.store import IdempotencyConflict
+from service.states import TRANSITIONS, Cause, State, TransitionError
+from service.store import IdempotencyConflict, JobStore
 from tests.planner.test_decisions import plan
 
 SPEC = {"name": "job", "model": "org/model", "dataset": {"path": "org/data"}}
@@ -78,11 +78,62 @@ def test_transition_from_the_wrong_state_changes_nothing(store):
     assert len(store.events(job.id)) == 1
 
 
-def test_transition_refuses_a_change_the_table_forbids(store):
+def snapshot(store, job_id: str) -> tuple[dict, list]:
+    """Everything the store holds of one job: its row and its events."""
+    return store.get(job_id).model_dump(), [e.model_dump() for e in store.events(job_id)]
+
+
+FORBIDDEN_FROM_QUEUED = [s for s in State if (State.QUEUED, s) not in TRANSITIONS]
+
+
+@pytest.mark.parametrize("target", FORBIDDEN_FROM_QUEUED, ids=str)
+def test_a_move_the_table_forbids_is_refused_and_changes_nothing(store, target):
     job, _ = store.submit("alice", spec())
+    before = snapshot(store, job.id)
     with pytest.raises(TransitionError):
-        store.transition(job.id, State.QUEUED, State.RUNNING)
-    assert store.get(job.id).state == State.QUEUED
+        store.transition(job.id, State.QUEUED, target, **({"cause": Cause.SYSTEM} if target == State.FAILED else {}))
+    assert snapshot(store, job.id) == before
+
+
+def test_an_ended_job_cannot_move_again(store):
+    job, _ = store.submit("alice", spec())
+    assert store.transition(job.id, State.QUEUED, State.CANCELLED)
+    before = snapshot(store, job.id)
+    for target in State:
+        with pytest.raises(TransitionError):
+            store.transition(job.id, State.CANCELLED, target)
+    assert snapshot(store, job.id) == before
+
+
+def test_a_move_from_a_state_the_job_has_left_changes_nothing(store):
+    job, _ = store.submit("alice", spec())
+    assert store.transition(job.id, State.QUEUED, State.CANCELLED)  # a second writer read it as queued too:
+    before = snapshot(store, job.id)
+    assert not store.transition(job.id, State.QUEUED, State.PLANNING)
+    assert snapshot(store, job.id) == before
+
+
+def test_a_move_cannot_set_the_state_or_its_columns_through_fields(store):
+    job, _ = store.submit("alice", spec())
+    before = snapshot(store, job.id)
+    for fields in ({"state": State.RUNNING}, {"finished_at": None}, {"cause": Cause.OOM}):
+        with pytest.raises((ValueError, TypeError)):
+            store.transition(job.id, State.QUEUED, State.CANCELLED, **fields)
+    with pytest.raises(ValueError, match="cause"):  # a failed job always says why
+        store.transition(job.id, State.QUEUED, State.CANCELLED, cause=Cause.OOM)
+    assert snapshot(store, job.id) == before
+
+
+def test_a_failure_stores_its_cause_as_the_plain_string(store):
+    job, _ = store.submit("alice", spec())
+    store.claim_next_queued()
+    with pytest.raises(ValueError, match="cause"):
+        store.transition(job.id, State.PLANNING, State.FAILED, message="no cause")
+    assert store.transition(job.id, State.PLANNING, State.FAILED, "oom: boom", cause=Cause.OOM, message="boom")
+    stored = store.get(job.id)
+    assert (stored.state, stored.cause, stored.message) == ("failed", "oom", "boom")
+    assert type(stored.cause) is str and stored.finished_at is not None
+    assert store.events(job.id)[-1].reason == "oom: boom"
 
 
 def test_transition_to_running_sets_fields_and_started_at(store):
@@ -131,6 +182,49 @@ def test_concurrent_claimers_claim_every_job_exactly_once(store):
     assert Counter(claimed) == Counter(ids)  # each once, none missed
     for job_id in ids:
         assert [e.to_state for e in store.events(job_id)] == ["queued", "planning"]
+
+
+def test_two_claims_of_one_queued_job_exactly_one_wins(store, monkeypatch):
+    """A rival claims in the window between our read of the queued job and our move: on SQLite the read takes no
+    lock, so only the compare-and-set stops the second move; on Postgres the rival skips the row we locked."""
+    job, _ = store.submit("alice", spec())
+    move, rival = JobStore._move, []
+
+    def rival_first(session, *args):
+        if not rival:
+            rival.append(None)
+            rival[0] = store.claim_next_queued()  # its own session and transaction
+        return move(session, *args)
+
+    monkeypatch.setattr(JobStore, "_move", staticmethod(rival_first))
+    mine = store.claim_next_queued()
+    assert [j.id for j in (mine, rival[0]) if j is not None] == [job.id]
+    assert [e.to_state for e in store.events(job.id)] == ["queued", "planning"]
+    assert store.get(job.id).state == State.PLANNING
+
+
+def race_for_claims(store, claimers: int) -> list:
+    """What each of `claimers` threads, released at once, got from one claim."""
+    start, won = threading.Barrier(claimers), []
+
+    def claim():
+        start.wait()
+        won.append(store.claim_next_queued())
+
+    threads = [threading.Thread(target=claim) for _ in range(claimers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return won
+
+
+def test_claims_racing_for_one_queued_job_one_wins(store):
+    for _ in range(3):
+        job, _ = store.submit("alice", spec())
+        won = race_for_claims(store, 6)
+        assert len(won) == 6 and [j.id for j in won if j is not None] == [job.id]
+        assert [e.to_state for e in store.events(job.id)] == ["queued", "planning"]
 
 
 def walk_pages(store, owner, limit, state=None) -> list[str]:
@@ -197,7 +291,7 @@ def test_a_later_record_for_a_step_wins(store):
 def test_a_summary_is_kept_on_the_job_and_makes_a_memory_check(store):
     job, _ = store.submit("alice", spec())
     planned = plan("7B", "A10G", seq_len=1024, method="lora")
-    store.set_fields(job.id, plan=planned.to_dict())
+    store.set_plan(job.id, planned.to_dict())
     job = store.get(job.id)
     summary = {"kind": "summary", "memory_peak_bytes": 3 * 2**30, "memory_predicted_bytes": 4 * 2**30,
                "predicted_terms": {"weights": 1}, "measured_terms": {"weights": 2}}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -59,7 +58,6 @@ def ray_cluster():
     """One local Ray (2 CPUs) for the whole test session: starting one costs seconds."""
     import ray
 
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     from worker.ray_run import ensure_ray
 
     ensure_ray(num_cpus=2)

@@ -112,6 +112,14 @@ def test_bad_data_gets_an_error_naming_the_field_and_the_fix(tokenizer, tmp_path
     assert error.value.field == field
 
 
+def test_a_csv_file_is_refused_naming_the_field_and_the_fix(tokenizer, tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("text\nhello\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"a \.csv file cannot be read.*convert") as error:
+        tokenize_dataset(DatasetSpec(path=str(path)), tokenizer)
+    assert (error.value.field, error.value.value) == ("dataset.path", str(path))
+
+
 def test_chat_data_needs_a_tokenizer_with_a_chat_template(tokenizer, tmp_path):
     plain = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, eos_token="<|end|>")
     path = write_jsonl(tmp_path / "c.jsonl", [as_chat("q", "a")])

@@ -6,8 +6,10 @@ import pytest
 from ray.train import WorkerGroupError
 
 from tests.worker.conftest import make_plan
+from tests.worker.faults import KillAtStep
+from worker.jsonl import read_jsonl
 from worker.ray_run import RayRun, inventory, run_on_ray
-from worker.sinks import JsonlSink, ListSink, last_per_step, read_jsonl
+from worker.sinks import JsonlSink, ListSink, last_per_step
 from worker.train import WorkerJob, train
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -46,7 +48,7 @@ def test_two_ddp_workers_end_at_the_same_step_with_identical_weights(tiny_model,
 
 def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_at_exactly_max_steps(tiny_model, datasets, tmp_path):
     plan = make_plan(tiny_model, datasets["chat"], method="lora", training={"checkpoint_every_steps": 4})
-    records, result = ray_run(plan, tmp_path, kill_at_step=6, max_failures=1)
+    records, result = ray_run(plan, tmp_path, callbacks=(KillAtStep(6),), max_failures=1)
     assert result.error is None
     starts = [r for r in records if r["kind"] == "start"]
     assert len(starts) == 2 and starts[1]["resumed_from"] and starts[1]["attempt"] == 1
@@ -66,7 +68,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_at_exactly_max_ste
 def test_a_run_started_again_after_its_driver_failed_resumes_from_ray_storage(tiny_model, datasets, tmp_path):
     plan = make_plan(tiny_model, datasets["chat"], method="lora", training={"checkpoint_every_steps": 4})
     with pytest.raises(WorkerGroupError):  # no retries allowed: the run fails with its worker
-        ray_run(plan, tmp_path, kill_at_step=6, max_failures=0)
+        ray_run(plan, tmp_path, callbacks=(KillAtStep(6),), max_failures=0)
     records, result = ray_run(plan, tmp_path)  # the same name and storage path, as `effft run` again does
     assert result.error is None
     second = records[[i for i, r in enumerate(records) if r["kind"] == "start"][-1]:]
