@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from planner.adapters import AdapterPlan
 from planner.families import Arch
-from planner.quant import linear4bit_output_bytes, qlora_residual_bytes
+from planner.quant import largest_quantized_params, linear4bit_output_bytes, qlora_residual_bytes
 
 # Activation functions: how many tensors of the MLP width each saves (transformers' own code):
 # silu / gelu / relu save their input; gelu_new is a Python expression that keeps four.
@@ -148,9 +148,7 @@ class Tape:
                     self.save(self.new(x.width, s.mask_bytes(x.nbytes), False))
                 lora_in = self.new(x.width, x_in.nbytes, x.requires_grad)
             if s.quantized and x.requires_grad:
-                # x's gradient from the 4-bit base (a 2-D matmul output) and from the adapter are added
-                # out of place: both and their sum at once (measured); plain LoRA accumulates in place
-                self.mark(3 * x.width * x.nbytes)
+                self.mark(self._linear4bit_input_gradients(module, x))
             self.save(lora_in)  # lora_A's input
             self.save(self.new(adapter.rank, s.compute_bytes, True))  # lora_B's input
         if ia3 and not ia3_on_input:  # base_out * ia3_vector: saves base_out
@@ -158,6 +156,18 @@ class Tape:
             self.mark(3 * out_width * s.compute_bytes)
             out = self.new(out_width, s.compute_bytes, True)
         return out
+
+    def _linear4bit_input_gradients(self, module: str, x: Tensor) -> int:
+        """x's gradient from a 4-bit base (a 2-D matmul output) and from its adapter are added out of place
+        (measured; plain LoRA accumulates in place): the base's gradient is made beside its dequantized
+        weight and the adapter's gradient, then the sum beside both gradients. The step's phases add the
+        largest dequantized weight to every in-layer peak, so this mark is what remains beyond it."""
+        s = self.setup
+        gradient = x.width * x.nbytes
+        weights = {lin.name: lin.in_features * lin.out_features for lin in s.arch.linears}
+        own = weights.get(module, 0) * s.compute_bytes / s.tokens  # per token, like every mark
+        largest = largest_quantized_params(s.arch) * s.compute_bytes / s.tokens
+        return int(max(3 * gradient, 2 * gradient + own) - largest)
 
     def norm(self, x: Tensor, width: int | None = None, groups: int = 1) -> Tensor:
         """RMSNorm / LayerNorm over the last dim; `groups` > 1 for per-head norms (one 1/rms per head)."""
