@@ -214,11 +214,13 @@ CUDA_METRIC = "torch.cuda.max_memory_reserved() per GPU"
 
 def estimate_memory(run: RunSetup, calibration: Calibration = NEUTRAL) -> MemoryBreakdown:
     """The peak phase's terms; a calibration from measured runs scales each term by its memory factor."""
+    raw = step_phases(run)
     phases = {name: {term: int(round(value * calibration.memory)) for term, value in terms.items()}
-              for name, terms in step_phases(run).items()}
+              for name, terms in raw.items()}
     peak_phase = max(phases, key=lambda name: sum(phases[name].values()))
     terms = phases[peak_phase]
-    overhead = int(overhead_bytes(run, sum(terms.values())) * calibration.memory)
+    # scaled like the terms, so a plan's total divided by its factor is the raw model's (calibration's input)
+    overhead = int(overhead_bytes(run, sum(raw[peak_phase].values())) * calibration.memory)
     metric = CPU_METRIC if run.device.is_cpu else CUDA_METRIC
     margin, reasons = margin_for(run, sum(terms.values()) + overhead)
     return MemoryBreakdown(**terms, overhead=overhead, phase=peak_phase, metric=metric,

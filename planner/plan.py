@@ -11,6 +11,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from planner.calibration import Observation
 from planner.memory import TERMS, MemoryBreakdown
 from planner.spec import DatasetSpec, Ia3Spec, LoraSpec, ModelSource, OutputSpec, TrainingSpec
 from planner.throughput import Throughput
@@ -138,6 +139,18 @@ class Plan(PlanModel):
     def to_dict(self) -> dict:
         """The JSON form, as stored and sent: `load_plan` reads it back."""
         return self.model_dump(mode="json")
+
+    def observation(self, measured_bytes: int | None, measured_tokens_per_second: float | None) -> Observation | None:
+        """What a finished run of this plan teaches calibration: the raw model's predictions (before the
+        factors this plan applied) beside the measurements; None when the run measured neither."""
+        if not measured_bytes and not measured_tokens_per_second:
+            return None
+        return Observation(device=self.gpu, family=self.family, method=self.settings.method,
+                           recipe=self.settings.precision_recipe,
+                           predicted_bytes=round(self.memory.total / self.memory.calibration),
+                           measured_bytes=int(measured_bytes or 0),
+                           predicted_tokens_per_second=self.throughput.tokens_per_second / self.throughput.calibration,
+                           measured_tokens_per_second=float(measured_tokens_per_second or 0.0))
 
 
 class PlanVersionError(ValueError):

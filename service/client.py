@@ -88,6 +88,9 @@ class Client:
     def inventory(self) -> dict:
         return self._call("GET", "/v1/inventory")
 
+    def calibration(self) -> dict:
+        return self._call("GET", "/v1/calibration")
+
     def wait_planned(self, job_id: str, poll: float = 0.5) -> dict:
         while True:
             job = self.job(job_id)

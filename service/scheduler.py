@@ -16,6 +16,7 @@ from pathlib import Path
 
 from planner import InfeasibleError, ModelProfileError, SpecError, parse_job, plan_job
 from planner.plan import Plan, PlanVersionError, load_plan
+from service.calibration import table_from_store
 from service.cluster import free_count, free_inventory, held_gpus
 from service.embedded import write_secret
 from service.policy import confinement, policy_problems
@@ -153,7 +154,8 @@ class Scheduler:
             if problems:
                 raise SpecError(problems)
             data = profile_dataset(spec)
-            outcome["plan"] = plan_job(spec, self.cluster.inventory(), seq_len=data.seq_len)
+            outcome["plan"] = plan_job(spec, self.cluster.inventory(), calibration=table_from_store(self.store),
+                                       seq_len=data.seq_len)
         except InfeasibleError as error:
             outcome.update(cause=Cause.INFEASIBLE, message=str(error))
         except (SpecError, ModelProfileError, WorkerError, ValueError, OSError) as error:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from service.calibration import record_local_run, table_from_local
 from service.exit_codes import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK
 from service.progress import follow, render_summary, tail_records
 from service.render import render_plan
+from service.settings import LocalSettings
 from worker.jsonl import position_at
 
 
@@ -26,7 +28,7 @@ def run_standalone(job_path: Path, run_dir: Path | None, fresh: bool, console: C
         folder = run_dir or Path("runs") / spec.name
         if fresh and folder.exists():
             shutil.rmtree(folder)
-        run = prepare_local_run(spec, folder)
+        run = prepare_local_run(spec, folder, calibration=table_from_local(LocalSettings().data_dir))
     except (PlannerError, WorkerError, ValueError, OSError) as error:
         errors.print(f"[red]error:[/] {error}", highlight=False)
         return EXIT_BAD_INPUT
@@ -50,4 +52,5 @@ def run_standalone(job_path: Path, run_dir: Path | None, fresh: bool, console: C
         errors.print(f"[red]run failed:[/] {outcome.get('error', 'no summary was written')}", highlight=False)
         return EXIT_JOB_FAILED
     render_summary(summary, console)
+    record_local_run(LocalSettings().data_dir, run.plan, summary)  # the next plan learns from this run
     return EXIT_OK

@@ -229,6 +229,13 @@ class JobStore:
         with self.session() as session:
             return session.exec(query).first()
 
+    def measured_runs(self) -> list[tuple[dict, dict]]:
+        """(plan, summary) of every job whose worker sent a summary: calibration's history."""
+        with self.session() as session:
+            rows = session.exec(select(Job.plan, Job.summary).where(Job.summary.is_not(None),
+                                                                     Job.plan.is_not(None))).all()
+        return [(plan, summary) for plan, summary in rows]
+
     def memory_checks(self) -> list[MemoryCheck]:
         with self.session() as session:
             return list(session.exec(select(MemoryCheck)).all())

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from planner import Plan, plan_job
+from planner.calibration import CalibrationTable
 from planner.profile import load_profile
 from planner.spec import JobSpec
 from worker.data import checked_rows, suggest_seq_len, tokenize_rows
@@ -55,13 +56,14 @@ class LocalRun:
         return WorkerJob(self.plan, str(self.output_dir), str(self.folder / "work"))
 
 
-def prepare_local_run(spec: JobSpec, folder: Path, ray_address: str | None = None) -> LocalRun:
+def prepare_local_run(spec: JobSpec, folder: Path, ray_address: str | None = None,
+                      calibration: CalibrationTable | None = None) -> LocalRun:
     from worker.ray_run import ensure_ray, inventory
 
     data = profile_dataset(spec)
     ensure_ray(ray_address)
     cluster, ray_names = inventory()
-    plan = plan_job(spec, cluster, seq_len=data.seq_len)
+    plan = plan_job(spec, cluster, calibration=calibration, seq_len=data.seq_len)
     return LocalRun(spec, plan, data, folder.resolve(), ray_names.get(plan.gpu))
 
 

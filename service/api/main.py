@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from planner.errors import FieldProblem
 from service.api.deps import Services
 from service.api.openapi import errors, with_schemas
-from service.api.routes import health, inventory, jobs, plan, records
+from service.api.routes import calibration, health, inventory, jobs, plan, records
 from service.body import BadInput
 from service.settings import Settings
 from service.store import JobStore
@@ -20,7 +20,7 @@ from service.views import SafeJSONResponse, problems_view
 
 # every /v1 route may answer 422 (bad parameters or body); the routers callers use add 401
 v1 = APIRouter(prefix="/v1", responses=errors(422))
-for module in (jobs, plan, records, inventory):
+for module in (jobs, plan, records, inventory, calibration):
     v1.include_router(module.router)
 
 

@@ -117,6 +117,21 @@ class InventoryPublic(BaseModel):
     nodes: list[NodePublic]
 
 
+class CalibrationRow(BaseModel):
+    device: str
+    family: str
+    method: str
+    recipe: str = Field(description="precision recipe: fp32, amp or pure")
+    runs: int = Field(description="measured runs the factors rest on")
+    memory: float = Field(description="measured / predicted peak memory: a cautious upper quantile, shrunk to 1")
+    tokens_per_second: float = Field(description="measured / predicted tokens/s: the median, shrunk to 1")
+    version: int = Field(description="the fitting rule's version (planner/calibration.py)")
+
+
+class CalibrationPublic(BaseModel):
+    items: list[CalibrationRow]
+
+
 class RecordsStored(BaseModel):
     stored_steps: int = Field(description="step records in this batch (each stored once, whatever was sent before)")
 

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
 from rich.table import Table
 
 from planner.units import size_text
 from service.cli.output import client, console, fail
+
+
+def calibration(local: Annotated[bool, typer.Option("--local", help="this machine's `effft run` history, "
+                                                    "not the server's")] = False) -> None:
+    """The correction factors new plans apply, per device, model family, method and precision recipe."""
+    from service.client import ClientError
+
+    if local:
+        from service.cli.local import local_calibration
+
+        rows = local_calibration().rows()
+    else:
+        try:
+            rows = client().calibration()["items"]
+        except ClientError as error:
+            fail(error)
+    table = Table(title="Calibration from measured runs" + (" (local history)" if local else ""))
+    for column in ("device", "family", "method", "recipe", "runs", "memory", "tokens/s"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["device"], row["family"], row["method"], row["recipe"], str(row["runs"]),
+                      f"x{row['memory']:.2f}", f"x{row['tokens_per_second']:.2f}")
+    console.print(table if rows else "no measured runs yet: plans use the raw model")
 
 
 def inventory() -> None:

@@ -48,11 +48,22 @@ def local_inventory(gpu: str | None, gpus: int | None):
     return Inventory.single(cpu_with_memory(host_memory_bytes()), 1)
 
 
+def local_calibration():
+    """The factors fitted from this machine's history of `effft run` runs (service/calibration.py)."""
+    from service.calibration import table_from_local
+    from service.settings import LocalSettings
+
+    return table_from_local(LocalSettings().data_dir)
+
+
 def plan(job: Annotated[Path, typer.Argument(help="the job.yaml to plan")],
          gpu: Annotated[str | None, typer.Option(help="plan for this GPU (e.g. A10G, H100-80GB, cpu)")] = None,
          gpus: Annotated[int | None, typer.Option(min=1, help="how many of them")] = None,
-         as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False) -> None:
-    """Show what fits, how fast, and why, without running anything."""
+         as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+         no_calibration: Annotated[bool, typer.Option("--no-calibration", help="the raw model: no corrections "
+                                                      "from measured runs")] = False) -> None:
+    """Show what fits, how fast, and why, without running anything (corrected by the runs `effft run` measured
+    here, unless --no-calibration)."""
     from planner import PlannerError, load_job, plan_job
     from planner.spec import resolve_relative_paths
     from service.render import render_plan
@@ -62,7 +73,8 @@ def plan(job: Annotated[Path, typer.Argument(help="the job.yaml to plan")],
         spec = resolve_relative_paths(load_job(job), job.parent)
         inventory = local_inventory(gpu, gpus)
         seq_len, unprofiled = profiled_seq_len(spec)
-        result = plan_job(spec, inventory, seq_len=seq_len)
+        result = plan_job(spec, inventory, calibration=None if no_calibration else local_calibration(),
+                          seq_len=seq_len)
     except (PlannerError, ValueError) as error:
         Console(stderr=True, width=160).print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -27,6 +27,7 @@ app.command("list")(jobs.list_jobs)
 app.command()(jobs.cancel)
 app.command()(jobs.logs)
 app.command()(cluster.inventory)
+app.command()(cluster.calibration)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 import pytest
 import yaml
 
+from planner.calibration import EMPTY
 from planner.catalog import Inventory, parse_gpu_name
 from planner.errors import InfeasibleError, SpecError
 from planner.profile import load_profile
@@ -14,9 +15,10 @@ MODELS = {"1B": "meta-llama/Llama-3.2-1B", "7B": "meta-llama/Llama-2-7b-hf", "13
           "70B": "meta-llama/Llama-2-70b-hf"}
 
 
-def plan(model, gpu, gpus=1, **fields):
+def plan(model, gpu, gpus=1, calibration=EMPTY, **fields):
     spec = parse_job({**BASE, "model": MODELS[model], **fields})
-    return make_plan(spec, load_profile(spec.model.path), Inventory.single(parse_gpu_name(gpu), gpus))
+    return make_plan(spec, load_profile(spec.model.path), Inventory.single(parse_gpu_name(gpu), gpus),
+                     calibration=calibration)
 
 
 CASES = [

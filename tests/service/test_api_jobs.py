@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from service.records import store_records
 from service.states import State
 from tests.planner.test_decisions import plan
 from tests.service.api_helpers import CPU, make_running, problem_fields, submitted, total_jobs
@@ -292,3 +293,17 @@ def test_odd_tokens_cursors_and_step_records_get_4xx_not_500(client, store, spec
                            content=nan)
     assert response.status_code == 200
     assert client.get(f"/v1/jobs/{job_id}/metrics", headers=ALICE).json()["items"][0]["loss"] is None
+
+
+def test_calibration_lists_the_factors_fitted_from_measured_runs(client, store, spec):
+    assert client.get("/v1/calibration", headers=ALICE).json() == {"items": []}
+    job_id = submitted(client, spec)
+    planned = plan("7B", "A10G", seq_len=1024)
+    store.set_plan(job_id, planned.to_dict())
+    summary = {"kind": "summary", "memory_peak_bytes": int(planned.memory.total * 1.1),
+               "memory_predicted_bytes": planned.memory.total, "tokens_per_second": 100.0}
+    store_records(store, store.get(job_id), [summary])
+    [row] = client.get("/v1/calibration", headers=ALICE).json()["items"]
+    assert (row["device"], row["family"], row["method"], row["runs"]) == ("A10G", "llama", planned.settings.method, 1)
+    assert row["memory"] == pytest.approx(1 + 0.1 / 1.25, rel=1e-3)
+    assert client.get("/v1/calibration").status_code == 401

@@ -105,3 +105,27 @@ def test_an_unreachable_dataset_is_planned_at_the_default_and_says_so(tmp_path, 
     result = runner.invoke(app, ["plan", str(job), "--gpu", "cpu"])
     assert result.exit_code == 0, result.output
     assert "not profiled" in result.output
+
+
+def test_plan_applies_the_local_run_history_unless_told_not_to(repo_root, monkeypatch, tmp_path):
+    import pytest
+
+    from planner.plan import load_plan
+    from service.calibration import record_local_run
+
+    monkeypatch.chdir(repo_root)
+    monkeypatch.setenv("EFFFT_DATA_DIR", str(tmp_path))
+
+    def planned(*flags) -> dict:
+        result = runner.invoke(app, ["plan", "examples/jobs/tiny-lora.yaml", "--gpu", "cpu", "--json", *flags])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    raw = planned()
+    # `effft run` measured the predicted peak and half the predicted tokens/s
+    record_local_run(tmp_path, load_plan(raw), {"memory_peak_bytes": raw["memory"]["total"],
+                                                "tokens_per_second": raw["throughput"]["tokens_per_second"] / 2})
+    corrected = planned()
+    assert corrected["throughput"]["tokens_per_second"] == pytest.approx(
+        raw["throughput"]["tokens_per_second"] * (1 - 0.5 / 1.25))
+    assert planned("--no-calibration") == raw

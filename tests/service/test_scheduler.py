@@ -343,3 +343,24 @@ def test_a_job_cancelled_while_it_is_planned_is_never_submitted(store, settings,
     scheduler.tick(wait=60)
     assert store.get(job_id).state == State.CANCELLED
     assert cluster.submitted == [] and not (settings.data_dir / "runs" / job_id).exists()
+
+
+def test_a_new_plan_is_calibrated_by_the_runs_the_store_measured(scheduler, store, queue):
+    from service.records import store_records
+
+    first_id = queue("first")
+    scheduler.tick(wait=60)
+    first = load_plan(store.get(first_id).plan)
+    assert first.memory.calibration == 1.0  # nothing measured yet: the raw model
+    # the worker's summary: 20 % more memory than predicted, half the predicted tokens/s
+    summary = {"kind": "summary", "memory_peak_bytes": int(first.memory.total * 1.2),
+               "memory_predicted_bytes": first.memory.total,
+               "tokens_per_second": first.throughput.tokens_per_second / 2}
+    store_records(store, store.get(first_id), [summary])
+    second_id = queue("second")
+    scheduler.tick(wait=60)
+    second = load_plan(store.get(second_id).plan)
+    [said] = [d for d in second.decisions if d.setting == "calibration"]
+    assert "from 1 run of" in said.reason
+    assert second.memory.total == pytest.approx(first.memory.total * (1 + 0.2 / 1.25), rel=0.01)
+    assert second.throughput.tokens_per_second == pytest.approx(first.throughput.tokens_per_second * (1 - 0.5 / 1.25))
