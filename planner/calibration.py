@@ -4,8 +4,8 @@ Every finished run is an observation: what its plan predicted before calibration
 and what the worker measured (the same metric: planner/memory.py names it per device). The factor
 for a key is robust and cautious: memory takes the largest ratio while runs are few and an upper
 quantile once there are more, so a corrected estimate errs high; tokens/s takes the median. Both
-are shrunk toward 1 by a prior worth a fraction of one run, so one run already corrects most of a
-systematic miss while a single odd run cannot move a key far once others agree. Pure: data in,
+are shrunk toward 1 (in log space) by a prior worth a twentieth of one run: one run already corrects
+nearly all of a systematic miss, and a single odd run cannot move a key far once others agree. Pure: data in,
 factors out (the store and the local history file feed it).
 """
 
@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 CALIBRATION_VERSION = 1  # raise when the fit changes, so plans say which rule corrected them
-PRIOR_RUNS = 0.25  # the neutral factor counts as this many runs
+PRIOR_RUNS = 0.05  # the neutral factor counts as this many runs: one run corrects ~95 % of a miss (in log)
 MEMORY_QUANTILE = 0.8  # with more than QUANTILE_FROM runs; the largest ratio before that
 QUANTILE_FROM = 4
-FACTOR_BOUNDS = (0.25, 4.0)  # a ratio outside is a broken measurement, not a model error
+FACTOR_BOUNDS = (0.02, 50.0)  # a ratio outside is a broken measurement, not a model error
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,8 @@ def _upper(ratios: list[float]) -> float:
 
 
 def _shrunk(ratio: float, runs: int) -> float:
-    return 1 + (ratio - 1) * runs / (runs + PRIOR_RUNS)
+    """Toward 1 in log space: a 2x miss and a 0.5x miss are shrunk alike."""
+    return ratio ** (runs / (runs + PRIOR_RUNS))
 
 
 def fit_key(observations: list[Observation]) -> Calibration:

@@ -54,7 +54,8 @@ class RunMeter:
         return {"memory_peak_bytes": self.tensor_peak_bytes, **measured}
 
     def throughput_window(self, tokens: int, seconds: float) -> tuple[int, float]:
-        """Tokens and seconds of the optimizer steps, without the step measured under the memory tracker."""
+        """Tokens and seconds of the steady optimizer steps: without the first (warm-up), the one measured under
+        the memory tracker, and what ran between steps (logs, evaluation, checkpoint saves)."""
         return tokens - self.excluded_tokens, max(seconds - self.excluded_seconds, 1e-9)
 
     def step_record(self, logs: dict, step: int, epoch: float | None, tokens: int) -> dict:
@@ -83,9 +84,26 @@ class MetricsCallback(TrainerCallback):
 
     def __init__(self, sink: MetricsSink, meter: RunMeter):
         self.sink, self.meter = sink, meter
+        self.step_began = self.step_ended = 0.0
+        self.tokens_at_begin = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.meter.begin(state.global_step, state.num_input_tokens_seen)
+
+    # tokens/s counts the optimizer steps: what runs between them (logging, evaluation, checkpoint saves) and
+    # the first step (warm-up: lazy initialisation, first-call costs) are measured apart and left out
+    def on_step_begin(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        if self.step_ended:
+            self.meter.excluded_seconds += now - self.step_ended
+            self.step_ended = 0.0
+        self.step_began, self.tokens_at_begin = now, state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_ended = time.perf_counter()
+        if state.global_step == self.meter.start_step + 1:
+            self.meter.excluded_seconds += self.step_ended - self.step_began
+            self.meter.excluded_tokens += state.num_input_tokens_seen - self.tokens_at_begin
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -103,3 +121,5 @@ class MetricsCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.meter.train_seconds = time.perf_counter() - self.meter.start_time
+        if self.step_ended:  # the last step's log and save
+            self.meter.excluded_seconds += time.perf_counter() - self.step_ended

@@ -12,8 +12,8 @@ def build_summary(job, trainer, meter, eval_loss: float | None, before: float | 
     tokens = state.num_input_tokens_seen - meter.start_tokens
     seconds = max(meter.train_seconds, 1e-9)
     tokens_per_second = tokens / seconds
-    if meter.probe_step is not None:  # the tracked step ran slower: measure the others
-        kept_tokens, kept_seconds = meter.throughput_window(tokens, seconds)
+    kept_tokens, kept_seconds = meter.throughput_window(tokens, seconds)
+    if kept_tokens > 0 and kept_seconds > 1e-6:  # the steady steps; a run of one or two steps has none
         tokens_per_second = kept_tokens / kept_seconds
     steps = [r for r in meter.steps if r["step"] > meter.start_step]
     measured = {**measured_terms(trainer.model, trainer.optimizer), **meter.memory()}

@@ -36,6 +36,12 @@ class TensorPeakCallback(TrainerCallback):
         self.tracker.__enter__()
         self.started, self.tokens = time.perf_counter(), state.num_input_tokens_seen
 
+    def on_substep_end(self, args, state, control, **kwargs):
+        """Gradient accumulation runs the model again within the step: the tracker's per-module stats
+        start over (its peak over the whole step stays)."""
+        if self.tracker is not None and self.meter.tensor_peak_bytes is None:
+            self.tracker.reset_mod_stats()
+
     def on_step_end(self, args, state, control, **kwargs):
         if self.tracker is None or self.meter.tensor_peak_bytes is not None:
             return

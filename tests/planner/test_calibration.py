@@ -24,7 +24,7 @@ def test_memory_errs_high_and_speed_is_the_median_both_shrunk_toward_1(pairs):
     weight = len(pairs) / (len(pairs) + PRIOR_RUNS)
     median_memory = memories[len(memories) // 2]
     # at least what the median run needed (shrunk the same way): a corrected plan errs high
-    assert fitted.memory >= 1 + (median_memory - 1) * weight - 1e-9
+    assert fitted.memory >= median_memory ** weight - 1e-9
     assert min(1.0, memories[0]) - 1e-9 <= fitted.memory <= max(1.0, memories[-1]) + 1e-9
     assert min(1.0, speeds[0]) - 1e-9 <= fitted.tokens_per_second <= max(1.0, speeds[-1]) + 1e-9
     assert fitted.runs == len(pairs)
@@ -32,7 +32,7 @@ def test_memory_errs_high_and_speed_is_the_median_both_shrunk_toward_1(pairs):
 
 def test_one_run_corrects_most_of_a_systematic_miss():
     fitted = fit_key([observation(1.3, 0.8)])
-    assert fitted.memory == pytest.approx(1 + 0.3 / (1 + PRIOR_RUNS))
+    assert fitted.memory == pytest.approx(1.3 ** (1 / (1 + PRIOR_RUNS)))
     assert abs(fitted.memory - 1.3) / 1.3 < 0.10 and abs(fitted.tokens_per_second - 0.8) / 0.8 < 0.10
 
 
@@ -42,8 +42,8 @@ def test_more_agreeing_runs_move_the_factor_closer_to_the_measurement():
 
 
 def test_a_broken_measurement_is_ignored_and_other_keys_are_untouched():
-    table = CalibrationTable.from_observations([observation(50.0, 1.0), observation(1.1, 0.9)])
-    assert table.lookup(*KEY).memory == pytest.approx(1 + 0.1 / (1 + PRIOR_RUNS))
+    table = CalibrationTable.from_observations([observation(80.0, 1.0), observation(1.1, 0.9)])
+    assert table.lookup(*KEY).memory == pytest.approx(1.1 ** (1 / (1 + PRIOR_RUNS)))
     assert table.lookup("H100-80GB", "llama", "lora", "amp") == NEUTRAL
 
 

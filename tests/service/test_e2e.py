@@ -76,6 +76,24 @@ def test_submit_follow_reaches_succeeded_with_every_step_stored_and_exported(ser
     # every metric any Grafana dashboard queries is there after this real tiny job
     missing = set(dashboard_metrics()) - exposed_names(exposition)
     assert not missing, missing
+    assert_the_next_plan_learned_from(server, effft_bin, job_id)
+
+
+def assert_the_next_plan_learned_from(server, effft_bin, job_id: str) -> None:
+    """The same job again: its plan is calibrated by the run just measured, to within 10 % of it."""
+    measured = get(server["url"], server["token"], f"/v1/jobs/{job_id}")["summary"]
+    submitted = run_cli(effft_bin, server["env"], "submit", str(lora_job(server, "e2e-again", 6)))
+    again = submitted.stdout.split("submitted ")[1].split()[0]
+    deadline = time.monotonic() + 240
+    while not (job := get(server["url"], server["token"], f"/v1/jobs/{again}"))["planned"]:
+        assert time.monotonic() < deadline and job["state"] not in ("failed", "cancelled"), job
+        time.sleep(0.5)
+    plan = get(server["url"], server["token"], f"/v1/jobs/{again}/plan")
+    run_cli(effft_bin, server["env"], "cancel", again)
+    assert any(d["setting"] == "calibration" and "from 1 run" in d["reason"] for d in plan["decisions"])
+    assert abs(plan["memory"]["total"] / measured["memory_peak_bytes"] - 1) <= 0.10, (plan["memory"], measured)
+    speed = plan["throughput"]["tokens_per_second"] / measured["tokens_per_second"]
+    assert abs(speed - 1) <= 0.10, (plan["throughput"], measured["tokens_per_second"])
 
 
 def test_a_killed_api_restarts_and_the_job_ends_with_each_step_stored_once(server, effft_bin):

@@ -101,6 +101,13 @@ def test_step_records_carry_every_metric_and_the_summary_compares_with_the_plan(
     assert summary["report_share"] < 0.05
 
 
+def test_the_cpu_peak_is_measured_over_every_micro_batch_of_an_accumulated_step(tiny_model, datasets, tmp_path):
+    plan = make_plan(tiny_model, datasets["chat"], method="lora", micro_batch_size=1, training={"max_steps": 3})
+    assert plan.settings.gradient_accumulation_steps == 4
+    summary, _ = run(plan, tmp_path)
+    assert summary["memory_peak_bytes"] == pytest.approx(plan.memory.total, rel=0.03)
+
+
 def test_epochs_set_the_step_count_from_the_data(tiny_model, datasets, tmp_path):
     plan = make_plan(tiny_model, datasets["chat"], method="lora", training={"max_steps": None, "epochs": 0.05})
     summary, records = run(plan, tmp_path)
