@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 from planner.adapters import AdapterPlan, ia3_plan, lora_plan
 from planner.attention_choice import attention_for, check_attention
-from planner.calibration import EMPTY, Calibration, CalibrationTable
-from planner.catalog import GpuSpec, Inventory
+from planner.calibration import EMPTY, CalibrationTable
+from planner.catalog import Inventory
+from planner.context import PlanContext, checkpoint_interval, choose_gpus
 from planner.errors import FieldProblem, InfeasibleError, SpecError
 from planner.layer_walk import estimate_activations
 from planner.memory import MemoryBreakdown, estimate_memory
@@ -24,55 +22,7 @@ from planner.units import size_text
 DEFAULT_SEQ_LEN = 2048
 
 
-@dataclass
-class _Context:
-    spec: JobSpec
-    profile: ModelProfile
-    gpu: GpuSpec
-    gpus: int
-    budget: int
-    calibration: CalibrationTable
-    budget_input: int | None = None  # a budget the caller fixed (kept when re-planning without pins)
-    decisions: list[Decision] = field(default_factory=list)
-
-    def decide(self, step: str, setting: str, choice, reason: str, pinned: bool = False, **numbers) -> None:
-        self.decisions.append(Decision(step=step, setting=setting, choice=str(choice), reason=reason,
-                                       numbers=numbers, pinned=pinned))
-
-    def calibration_for(self, run: RunSetup) -> Calibration:
-        """Each candidate is corrected by the runs measured with its own method and recipe."""
-        return self.calibration.lookup(self.gpu.name, run.arch.family, run.method, run.recipe)
-
-    def fits(self, run: RunSetup) -> tuple[bool, MemoryBreakdown]:
-        memory = estimate_memory(run, self.calibration_for(run))
-        return memory.budgeted <= self.budget, memory
-
-
-def _choose_gpus(spec: JobSpec, inventory: Inventory, ctx_decisions: list[Decision]) -> tuple[GpuSpec, int]:
-    types = inventory.types()
-    if not types:
-        raise InfeasibleError("the cluster reports no GPUs (and no CPU entry); start Ray workers with GPUs")
-    if spec.resources.gpu_type:
-        matches = [t for name, t in types.items() if name.lower() == spec.resources.gpu_type.lower()]
-        if not matches:
-            raise SpecError([FieldProblem("resources.gpu_type", spec.resources.gpu_type,
-                                          f"the cluster has no such GPU; it has: {', '.join(types)}")])
-        gpu, total, _ = matches[0]
-    else:
-        gpu, total, _ = max(types.values(), key=lambda t: (t[0].memory_bytes, t[1]))
-    wanted = spec.resources.gpus
-    if isinstance(wanted, int) and wanted > total:
-        raise SpecError([FieldProblem("resources.gpus", wanted, f"the cluster has {total} x {gpu.name}; "
-                                      f"ask for at most {total}, or 'auto'")])
-    count = wanted if isinstance(wanted, int) else total
-    ctx_decisions.append(Decision(step="resources", setting="resources.gpus", choice=f"{count} x {gpu.name}",
-                                  reason="pinned" if isinstance(wanted, int) else "every GPU of the largest type",
-                                  numbers={"gpu_memory_bytes": gpu.memory_bytes, "available": total},
-                                  pinned=isinstance(wanted, int)))
-    return gpu, count
-
-
-def _precision(ctx: _Context) -> tuple[str, str]:
+def _precision(ctx: PlanContext) -> tuple[str, str]:
     spec, gpu = ctx.spec, ctx.gpu
     if spec.precision != "auto":
         precision = spec.precision
@@ -113,7 +63,7 @@ def _adapter(spec: JobSpec, profile: ModelProfile, method: str) -> AdapterPlan |
     return None
 
 
-def _ladder(ctx: _Context) -> list[Rung]:
+def _ladder(ctx: PlanContext) -> list[Rung]:
     spec = ctx.spec
     rungs = []
     for rung in STATIC_LADDER:
@@ -133,7 +83,7 @@ def _ladder(ctx: _Context) -> list[Rung]:
     return rungs
 
 
-def _run_for(ctx: _Context, rung: Rung, precision: str, recipe: str, seq_len: int, **knobs) -> RunSetup:
+def _run_for(ctx: PlanContext, rung: Rung, precision: str, recipe: str, seq_len: int, **knobs) -> RunSetup:
     sharding = rung.sharding if rung.sharding == "fsdp" else ("ddp" if ctx.gpus > 1 else "none")
     # QLoRA computes in 16-bit, except where fp32 was asked for on a CPU (bitsandbytes runs fp32 there,
     # and this CPU's bf16 is 18-40x slower)
@@ -151,7 +101,7 @@ def _describe(memory: MemoryBreakdown) -> str:
     return ", ".join(f"{name} {size_text(value)}" for name, value in memory.terms().items() if value)
 
 
-def _static_step(ctx: _Context, precision: str, recipe: str, seq_len: int) -> RunSetup:
+def _static_step(ctx: PlanContext, precision: str, recipe: str, seq_len: int) -> RunSetup:
     spec = ctx.spec
     gc_pinned = spec.gradient_checkpointing if spec.gradient_checkpointing != "auto" else None
     mb_pinned = spec.micro_batch_size if spec.micro_batch_size != "auto" else None
@@ -175,7 +125,7 @@ def _static_step(ctx: _Context, precision: str, recipe: str, seq_len: int) -> Ru
     raise _infeasible(ctx, tried, precision, recipe, seq_len)
 
 
-def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int) -> InfeasibleError:
+def _infeasible(ctx: PlanContext, tried, precision: str, recipe: str, seq_len: int) -> InfeasibleError:
     spec = ctx.spec
     pins = [f"{name}={getattr(spec, name)}" for name in ("method", "micro_batch_size", "gradient_checkpointing",
                                                           "optimizer") if getattr(spec, name) != "auto"]
@@ -206,7 +156,7 @@ def _infeasible(ctx: _Context, tried, precision: str, recipe: str, seq_len: int)
     return InfeasibleError("; ".join(lines), memory.budgeted if memory else 0, ctx.budget)
 
 
-def _activation_step(ctx: _Context, run: RunSetup) -> RunSetup:
+def _activation_step(ctx: PlanContext, run: RunSetup) -> RunSetup:
     spec = ctx.spec
     if spec.attention == "auto" and run.attention == "eager":
         ctx.decide("0->1 activations", "attention", "eager", f"{run.arch.model_type} soft-caps its attention "
@@ -242,7 +192,7 @@ def _throughput(run: RunSetup) -> Throughput:
     return estimate_throughput(run, acts)
 
 
-def _batch_step(ctx: _Context, run: RunSetup) -> RunSetup:
+def _batch_step(ctx: PlanContext, run: RunSetup) -> RunSetup:
     spec = ctx.spec
     effective = spec.training.effective_batch_size
     dp = run.data_parallel
@@ -298,9 +248,9 @@ def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget
               calibration: CalibrationTable = EMPTY, seq_len: int | None = None) -> Plan:
     decisions: list[Decision] = []
     check_attention(spec, profile.arch)
-    gpu, count = _choose_gpus(spec, inventory, decisions)
+    gpu, count = choose_gpus(spec, inventory, decisions)
     budget = budget_override or int(gpu.memory_bytes * spec.resources.max_memory_fraction) - gpu.context_bytes
-    ctx = _Context(spec, profile, gpu, count, budget, calibration, budget_override, decisions)
+    ctx = PlanContext(spec, profile, gpu, count, budget, calibration, budget_override, decisions)
     if spec.seq_len != "auto":
         length = spec.seq_len
         ctx.decide("0->1 static", "seq_len", length, "pinned", pinned=True)
@@ -327,27 +277,10 @@ def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget
         ctx.decide("0->1 static", "memory margin", size_text(memory.margin), "; ".join(memory.margin_reasons),
                    margin_bytes=memory.margin, estimate_bytes=memory.total)
     throughput = _throughput(run)
-    settings = worker_settings(spec, run, length, _checkpoint_interval(ctx, throughput))
+    settings = worker_settings(spec, run, length, checkpoint_interval(ctx, throughput))
     return Plan(name=spec.name, model=profile.source, family=profile.arch.family, config_origin=profile.config_origin,
                 params=ParamCounts(total=profile.total_params, trainable=run.trainable_params), gpu=gpu.name,
                 gpus=count if run.sharding != "none" else 1,
                 memory=PlanMemory.of(memory, budget, corrected.memory), settings=settings,
                 throughput=PlanThroughput.of(throughput, spec.training.max_steps, corrected.tokens_per_second),
                 decisions=list(ctx.decisions))
-
-
-CHECKPOINT_SECONDS = 600  # auto: a checkpoint about every 10 minutes of predicted training
-CHECKPOINTS_PER_RUN = 4  # ... and at least this many in a run that gives max_steps
-
-
-def _checkpoint_interval(ctx: _Context, throughput: Throughput) -> int:
-    pinned = ctx.spec.training.checkpoint_every_steps
-    if pinned != "auto":
-        ctx.decide("1->n", "training.checkpoint_every_steps", pinned, "pinned", pinned=True)
-        return pinned
-    steps = max(1, math.ceil(CHECKPOINT_SECONDS / throughput.step_seconds))
-    if ctx.spec.training.max_steps is not None:
-        steps = min(steps, max(1, ctx.spec.training.max_steps // CHECKPOINTS_PER_RUN))
-    ctx.decide("1->n", "training.checkpoint_every_steps", steps, f"a restart loses at most {steps} steps "
-               f"(about {steps * throughput.step_seconds:.0f} s)", step_seconds=throughput.step_seconds)
-    return steps
