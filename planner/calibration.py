@@ -20,7 +20,7 @@ CALIBRATION_VERSION = 1  # raise when the fit changes, so plans say which rule c
 PRIOR_RUNS = 0.05  # the neutral factor counts as this many runs: one run corrects ~95 % of a miss (in log)
 MEMORY_QUANTILE = 0.8  # with more than QUANTILE_FROM runs; the largest ratio before that
 QUANTILE_FROM = 4
-FACTOR_BOUNDS = (0.02, 50.0)  # a ratio outside is a broken measurement, not a model error
+FACTOR_BOUNDS = (1e-3, 1e3)  # a ratio outside is a broken measurement (a unit mix-up), not a model error
 
 
 @dataclass(frozen=True)
