@@ -4,7 +4,7 @@ Every finished run is an observation: what its plan predicted before calibration
 and what the worker measured (the same metric: planner/memory.py names it per device). The factor
 for a key is robust and cautious: memory takes the largest ratio while runs are few and an upper
 quantile once there are more, so a corrected estimate errs high; tokens/s takes the median. Both
-are shrunk toward 1 (in log space) by a prior worth a twentieth of one run: one run already corrects
+are shrunk toward 1 (in log space) by a prior worth a fiftieth of one run: one run already corrects
 nearly all of a systematic miss, and a single odd run cannot move a key far once others agree. Pure: data in,
 factors out (the store and the local history file feed it).
 """
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 CALIBRATION_VERSION = 1  # raise when the fit changes, so plans say which rule corrected them
-PRIOR_RUNS = 0.05  # the neutral factor counts as this many runs: one run corrects ~95 % of a miss (in log)
+PRIOR_RUNS = 0.02  # the neutral factor counts as this many runs: one run corrects ~98 % of a miss (in log)
 MEMORY_QUANTILE = 0.8  # with more than QUANTILE_FROM runs; the largest ratio before that
 QUANTILE_FROM = 4
 FACTOR_BOUNDS = (1e-3, 1e3)  # a ratio outside is a broken measurement (a unit mix-up), not a model error

@@ -127,5 +127,5 @@ def test_plan_applies_the_local_run_history_unless_told_not_to(repo_root, monkey
                                                 "tokens_per_second": raw["throughput"]["tokens_per_second"] / 2})
     corrected = planned()
     assert corrected["throughput"]["tokens_per_second"] == pytest.approx(
-        raw["throughput"]["tokens_per_second"] * 0.5 ** (1 / 1.05))
+        raw["throughput"]["tokens_per_second"] * 0.5 ** (1 / 1.02))
     assert planned("--no-calibration") == raw
