@@ -96,6 +96,7 @@ def assert_the_next_plan_learned_from(server, effft_bin, job_id: str) -> None:
     assert abs(speed - 1) <= 0.10, (plan["throughput"], measured["tokens_per_second"])
 
 
+@pytest.mark.slow  # a minute or more of Ray training: `make test-all`
 def test_a_killed_api_restarts_and_the_job_ends_with_each_step_stored_once(server, effft_bin):
     submitted = run_cli(effft_bin, server["env"], "submit", str(lora_job(server, "restart", 30)))
     assert submitted.returncode == 0, submitted.stderr
