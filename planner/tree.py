@@ -89,12 +89,16 @@ def _run_for(ctx: PlanContext, rung: Rung, precision: str, recipe: str, seq_len:
     # and this CPU's bf16 is 18-40x slower)
     if rung.method == "qlora" and precision == "fp32" and not (ctx.gpu.is_cpu and ctx.spec.precision == "fp32"):
         precision, recipe = ("bf16" if ctx.gpu.bf16 or ctx.gpu.is_cpu else "fp16"), "amp"
+    micro_batch = knobs.get("micro_batch", 1)
+    # the accumulation the effective batch will need at this micro-batch: with it, earlier micro-batches'
+    # gradients stay through the step, so steps 1 and 2 must count them as the final plan does
+    per_gpu = ctx.spec.training.effective_batch_size // (ctx.gpus if sharding != "none" else 1)
     return RunSetup(arch=ctx.profile.arch, device=ctx.gpu, method=rung.method,
                     adapter=_adapter(ctx.spec, ctx.profile, rung.method), precision=precision, recipe=recipe,
-                    optimizer=rung.optimizer, micro_batch=knobs.get("micro_batch", 1), seq_len=seq_len,
+                    optimizer=rung.optimizer, micro_batch=micro_batch, seq_len=seq_len,
                     attention=attention_for(ctx.spec, ctx.profile.arch),
                     gradient_checkpointing=knobs.get("gradient_checkpointing", True),
-                    sharding=sharding, gpus=ctx.gpus)
+                    grad_accum=max(1, per_gpu // micro_batch), sharding=sharding, gpus=ctx.gpus)
 
 
 def _describe(memory: MemoryBreakdown) -> str:
@@ -150,7 +154,7 @@ def _infeasible(ctx: PlanContext, tried, precision: str, recipe: str, seq_len: i
                      precision="bf16" if ctx.gpu.bf16 or ctx.gpu.is_cpu else "fp16",
                      recipe="amp", optimizer="adamw_8bit", micro_batch=1, seq_len=seq_len,
                      attention=attention_for(spec, ctx.profile.arch),
-                     gradient_checkpointing=True)
+                     gradient_checkpointing=True, grad_accum=spec.training.effective_batch_size)
     lines.append(f"QLoRA with 8-bit AdamW and checkpointing would need {size_text(estimate_memory(qlora).budgeted)} "
                  f"on one GPU; shorter seq_len, more GPUs or a larger GPU would help")
     return InfeasibleError("; ".join(lines), memory.budgeted if memory else 0, ctx.budget)

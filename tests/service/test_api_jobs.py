@@ -167,6 +167,15 @@ def test_records_posted_twice_are_stored_once(client, store, spec):
     assert (progress["step"], progress["total_steps"], progress["mfu"]) == (2, 10, 0.25)
 
 
+def test_a_batch_past_postgres_bind_parameter_limit_is_stored_whole(client, store, spec):
+    # 8,000 step rows x 9 columns is past Postgres' 65,535 parameters a statement (was a 500 there)
+    job_id = submitted(client, spec)
+    token = store.issue_worker_token(job_id)
+    response = post_records(client, job_id, token, [step(n) for n in range(1, 8_001)])
+    assert response.status_code == 200 and response.json() == {"stored_steps": 8_000}
+    assert [m.step for m in store.metrics(job_id, limit=100_000)] == list(range(1, 8_001))
+
+
 def test_prometheus_exposes_job_counts_by_state(client, spec):
     submitted(client, spec)
     submitted(client, spec)

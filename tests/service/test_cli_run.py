@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 import yaml
 
 
@@ -12,6 +13,7 @@ def effft(bin_path, *args, cwd, timeout=600):
     return subprocess.run([bin_path, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # a minute or more of Ray training: `make test-all`
 def test_init_example_then_run_trains_and_prints_the_summary(effft_bin, tmp_path):
     made = effft(effft_bin, "init-example", str(tmp_path / "ex"), cwd=tmp_path)
     assert made.returncode == 0, made.stderr

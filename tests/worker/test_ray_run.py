@@ -46,6 +46,7 @@ def test_two_ddp_workers_end_at_the_same_step_with_identical_weights(tiny_model,
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.slow  # a minute or more of Ray training: `make test-all`
 def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_at_exactly_max_steps(tiny_model, datasets, tmp_path):
     plan = make_plan(tiny_model, datasets["chat"], method="lora", training={"checkpoint_every_steps": 4})
     records, result = ray_run(plan, tmp_path, callbacks=(KillAtStep(6),), max_failures=1)
@@ -65,6 +66,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_ends_at_exactly_max_ste
     assert summary["weights_checksum"] == pytest.approx(straight["weights_checksum"], rel=1e-5)
 
 
+@pytest.mark.slow  # a minute or more of Ray training: `make test-all`
 def test_a_run_started_again_after_its_driver_failed_resumes_from_ray_storage(tiny_model, datasets, tmp_path):
     plan = make_plan(tiny_model, datasets["chat"], method="lora", training={"checkpoint_every_steps": 4})
     with pytest.raises(WorkerGroupError):  # no retries allowed: the run fails with its worker

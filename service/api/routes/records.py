@@ -15,6 +15,8 @@ from service.records import checked_record, store_records
 router = APIRouter(tags=["worker"])
 
 MAX_RECORDS_BYTES = 8_000_000  # one shipped batch of step records
+# Postgres takes at most 65,535 bind parameters a statement, and a step row has 9: a batch is stored in chunks
+RECORDS_PER_INSERT = 5_000
 
 
 @router.post("/jobs/{job_id}/records", response_model=RecordsStored, responses=errors(404, 413),
@@ -31,4 +33,7 @@ async def post_records(job: ReportingJobDep, store: StoreDep, request: Request):
         records = [checked_record(r, i) for i, r in enumerate(records)]
     except ValueError as error:
         raise BadInput([FieldProblem("records", None, str(error))]) from None
-    return {"stored_steps": await run_in_threadpool(store_records, store, job, records)}
+    stored = 0
+    for start in range(0, max(len(records), 1), RECORDS_PER_INSERT):  # a chunk stored twice is stored once
+        stored += await run_in_threadpool(store_records, store, job, records[start:start + RECORDS_PER_INSERT])
+    return {"stored_steps": stored}
