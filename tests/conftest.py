@@ -1,11 +1,14 @@
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 # Tests never reach a hub (this machine has no network): fail fast instead of retrying connections.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# ... and never write into the user's own data folder (`effft run` appends to its calibration history there)
+os.environ["EFFFT_DATA_DIR"] = tempfile.mkdtemp(prefix="effft-tests-")
 
 import pytest
 
