@@ -134,7 +134,10 @@ def test_cancel_stops_the_ray_job_and_the_cli_reports_it(server, effft_bin):
     job_id = submitted.stdout.split("submitted ")[1].split()[0]
     deadline = time.monotonic() + 240
     while not get(server["url"], server["token"], f"/v1/jobs/{job_id}/metrics")["items"]:
-        assert time.monotonic() < deadline, "no step was stored"
+        if time.monotonic() > deadline:
+            events = get(server["url"], server["token"], f"/v1/jobs/{job_id}/events")
+            logs = run_cli(effft_bin, server["env"], "logs", job_id).stdout[-3000:]
+            pytest.fail(f"no step was stored: {events}\n{logs}")
         time.sleep(0.5)
     cancelled = run_cli(effft_bin, server["env"], "cancel", job_id)
     assert cancelled.returncode == 0 and "cancelling" in cancelled.stdout
