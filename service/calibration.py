@@ -26,8 +26,6 @@ def observations_from_runs(runs: Iterable[tuple[dict, dict]]) -> list[Observatio
     """Plans this version cannot read are skipped: their numbers mean what an older planner meant."""
     found = []
     for plan, summary in runs:
-        if not isinstance(summary, dict):  # a job that has not reported: its JSON column holds null
-            continue
         try:
             observation = observation_of(load_plan(plan), summary)
         except PlanVersionError:

@@ -234,7 +234,8 @@ class JobStore:
         with self.session() as session:
             rows = session.exec(select(Job.plan, Job.summary).where(Job.summary.is_not(None),
                                                                      Job.plan.is_not(None))).all()
-        return [(plan, summary) for plan, summary in rows]
+        # a JSON column keeps Python's None as JSON null, which IS NOT NULL lets through: drop those here
+        return [(plan, summary) for plan, summary in rows if isinstance(summary, dict) and isinstance(plan, dict)]
 
     def memory_checks(self) -> list[MemoryCheck]:
         with self.session() as session:
