@@ -38,7 +38,7 @@ def run_standalone(job_path: Path, run_dir: Path | None, fresh: bool, console: C
 
     def fit() -> None:
         try:
-            outcome["result"] = execute(run)
+            outcome["result"], outcome["plan"] = execute(run)
         except Exception as error:  # Ray raises its own error types for failed runs: report them all
             outcome["error"] = error
 
@@ -52,5 +52,6 @@ def run_standalone(job_path: Path, run_dir: Path | None, fresh: bool, console: C
         errors.print(f"[red]run failed:[/] {outcome.get('error', 'no summary was written')}", highlight=False)
         return EXIT_JOB_FAILED
     render_summary(summary, console)
-    record_local_run(LocalSettings().data_dir, run.plan, summary)  # the next plan learns from this run
+    # the next plan learns from this run, measured under the plan that finished (a re-plan's, after an OOM)
+    record_local_run(LocalSettings().data_dir, outcome["plan"], summary)
     return EXIT_OK

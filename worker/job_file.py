@@ -43,6 +43,8 @@ class JobFile(BaseModel):
     accelerator_type: str | None = None  # Ray's accelerator_type for the plan's GPU, if the cluster names it
     ray_address: str | None = None  # the cluster the service named: never `auto` (another server's head)
     confinement: ConfinementFile | None = None
+    spec: dict | None = None  # the job as submitted: what a re-plan after running out of memory starts from
+    max_replans: int = 3  # re-plans after running out of memory before the job fails with cause oom
 
     @classmethod
     def read(cls, path: Path) -> JobFile:

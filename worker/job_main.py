@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from planner.spec import parse_job
 from worker.confine import field_read_problem, write_problem
 from worker.errors import DataError
 from worker.job_file import JobFile
-from worker.ray_run import RayRun, ensure_ray, run_on_ray
+from worker.ray_run import RayRun, ensure_ray, inventory
+from worker.recovery import run_with_recovery, spec_replanner
 from worker.shipper import Shipper
 from worker.sinks import JsonlSink
 from worker.train import WorkerJob
@@ -41,10 +43,13 @@ def main(job_file: str) -> int:
     # the cluster the service named, by address: `auto` may find another installation's head on this host
     ensure_ray(config.ray_address)
     job = WorkerJob(config.plan, config.output_dir, str(folder / "work"))
+    # the same inventory the scheduler planned on; a re-plan keeps the plan's GPUs and budget
+    replanner = spec_replanner(parse_job(config.spec), inventory()[0]) if config.spec is not None else None
     failed = None
     try:
-        run_on_ray(RayRun(job, storage_path=str(folder / "ray"), name=config.job_id,
-                          accelerator_type=config.accelerator_type), JsonlSink(spool))
+        run_with_recovery(RayRun(job, storage_path=str(folder / "ray"), name=config.job_id,
+                                 accelerator_type=config.accelerator_type), JsonlSink(spool), replanner,
+                          config.max_replans)
     except Exception as error:  # the run failed: ship what it wrote, then fail the Ray job
         failed = error
     stored = shipper.drain(DRAIN_SECONDS)

@@ -28,7 +28,8 @@ class RunMeter:
     predicted_peak_bytes: int
     predicted_tokens_per_second: float
     device: torch.device
-    attempt: int = 0
+    attempt: int = 0  # 1 when Ray restarted the run from a checkpoint
+    plan_attempt: int = 0  # how many times the run was re-planned (worker/recovery.py)
     start_time: float = 0.0
     start_step: int = 0
     start_tokens: int = 0
@@ -37,6 +38,7 @@ class RunMeter:
     train_seconds: float = 0.0
     tensor_peak_bytes: int | None = None  # CPU: the measured peak (worker/tensor_peak.py); None until measured
     probe_step: int | None = None  # the step measured that way: slower, so left out of tokens/s
+    step_peak_bytes: int | None = None  # CPU: the cap's count of live tensor bytes, the largest since the last log
     excluded_seconds: float = 0.0
     excluded_tokens: int = 0
     steps: list[dict] = field(default_factory=list)
@@ -65,17 +67,18 @@ class RunMeter:
         tokens_per_second = (tokens - last_tokens) / seconds
         mean_step_seconds = (now - self.start_time) / max(step - self.start_step, 1)
         self.last = (now, step, tokens)
+        step_peak, self.step_peak_bytes = self.step_peak_bytes, None
         return {
             "kind": "step", "step": step, "total_steps": self.total_steps, "epoch": epoch,
             "loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
             "tokens": tokens, "tokens_per_second": tokens_per_second,
             "samples_per_second": steps * self.samples_per_step / seconds, "step_seconds": seconds / steps,
             "mfu": self.model_flops_per_token * tokens_per_second / self.peak_flops,
-            **self.memory(), "memory_predicted_bytes": self.predicted_peak_bytes,
+            **self.memory(), "memory_predicted_bytes": self.predicted_peak_bytes, "memory_step_peak_bytes": step_peak,
             "memory_probe": step == self.probe_step,
             "gpu_utilization": gpu_utilization(self.device),
             "eta_seconds": (self.total_steps - step) * mean_step_seconds, "attempt": self.attempt,
-            "time": time.time(),
+            "plan_attempt": self.plan_attempt, "time": time.time(),
         }
 
 

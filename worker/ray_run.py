@@ -9,6 +9,8 @@ after the driver died, resumes from the latest checkpoint Ray holds.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +25,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from planner.catalog import GpuGroup, Inventory, cpu_with_memory, parse_gpu_name
+from worker.budget import OutOfMemory
 from worker.host import host_memory_bytes
 from worker.ray_env import PRIVATE_CLUSTER_ENV, TRAIN_ENV, set_defaults
 from worker.sinks import MetricsSink
@@ -74,6 +77,7 @@ class RayRun:
     # more Trainer callbacks for every attempt, on every rank (pickled to the workers): the seam through which
     # tests inject faults (tests/worker/faults.py); the service and `effft run` add none
     callbacks: tuple[TrainerCallback, ...] = ()
+    attempt: int = 0  # how many times this run was re-planned (worker/recovery.py)
 
     @property
     def on_gpu(self) -> bool:
@@ -118,19 +122,39 @@ def _ensure(folder: str) -> str:
     return folder
 
 
+def evidence_path(run: RayRun) -> Path:
+    """Where a run that ran out of memory leaves its evidence, per plan: beside Ray's checkpoints."""
+    key = hashlib.sha256(run.job.plan.settings.model_dump_json().encode()).hexdigest()[:16]
+    return Path(run.storage_path, "effft-oom", f"{run.name}-{key}.json")
+
+
+def memory_evidence(run: RayRun) -> dict | None:
+    path = evidence_path(run)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def _train_loop(config: dict) -> None:
     run: RayRun = config["run"]
     sink = config["sink"]
+    if (evidence := memory_evidence(run)) is not None:  # Ray's retry of a plan that ran out: it would again
+        raise OutOfMemory(evidence)
     resume, callbacks = None, [_CheckpointToRay(), *run.callbacks]
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         local = tempfile.mkdtemp(prefix="effft-resume-")
         checkpoint.to_directory(local)
         resume = str(Path(local, HF_CHECKPOINT))
+        if run.job.fresh_optimizer:  # 8-bit AdamW cannot load AdamW's state: the Trainer then starts it afresh
+            Path(resume, "optimizer.pt").unlink(missing_ok=True)
     # a fresh folder per attempt: the Trainer's checkpoints of a dead attempt must not mix with this one's
     job = replace(run.job, work_dir=tempfile.mkdtemp(prefix="effft-work-", dir=_ensure(run.job.work_dir)))
     try:
         summary = _train_attempt(run, job, sink, callbacks, resume)
+    except OutOfMemory as error:
+        path = evidence_path(run)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(error.evidence))
+        raise
     finally:
         if resume is not None:
             shutil.rmtree(Path(resume).parent, ignore_errors=True)  # the local copy of Ray's checkpoint
@@ -143,7 +167,7 @@ def _train_attempt(run: RayRun, job: WorkerJob, sink, callbacks, resume: str | N
     from ray.train.huggingface.transformers import prepare_trainer
 
     return train(job, sink, callbacks=callbacks, resume_from=resume, attempt=int(resume is not None),
-                 wrap_trainer=prepare_trainer)
+                 plan_attempt=run.attempt, wrap_trainer=prepare_trainer)
 
 
 def run_on_ray(run: RayRun, sink: MetricsSink):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from planner import Plan, plan_job
 from planner.calibration import CalibrationTable
+from planner.catalog import Inventory
 from planner.profile import load_profile
 from planner.spec import JobSpec
 from worker.data import checked_rows, suggest_seq_len, tokenize_rows
@@ -43,6 +44,8 @@ class LocalRun:
     data: DataProfile
     folder: Path
     accelerator_type: str | None
+    inventory: Inventory | None = None  # what the plan was made on: a re-plan after running out of memory too
+    calibration: CalibrationTable | None = None
 
     @property
     def metrics_path(self) -> Path:
@@ -64,14 +67,18 @@ def prepare_local_run(spec: JobSpec, folder: Path, ray_address: str | None = Non
     ensure_ray(ray_address)
     cluster, ray_names = inventory()
     plan = plan_job(spec, cluster, calibration=calibration, seq_len=data.seq_len)
-    return LocalRun(spec, plan, data, folder.resolve(), ray_names.get(plan.gpu))
+    return LocalRun(spec, plan, data, folder.resolve(), ray_names.get(plan.gpu), cluster, calibration)
 
 
-def execute(run: LocalRun):
-    """Run on Ray to the end; returns Ray's Result. Metrics land in run.metrics_path as they happen."""
-    from worker.ray_run import RayRun, run_on_ray
+def execute(run: LocalRun, max_replans: int = 3) -> tuple[object, Plan]:
+    """Run on Ray to the end, re-planned when it runs out of memory; Ray's Result and the plan that finished.
+    Metrics land in run.metrics_path as they happen."""
+    from planner.calibration import EMPTY
+    from worker.ray_run import RayRun
+    from worker.recovery import run_with_recovery, spec_replanner
 
     run.folder.mkdir(parents=True, exist_ok=True)
     ray_run = RayRun(run.worker_job(), storage_path=str(run.folder / "ray"), name=run.spec.name,
                      accelerator_type=run.accelerator_type)
-    return run_on_ray(ray_run, JsonlSink(run.metrics_path))
+    replanner = spec_replanner(run.spec, run.inventory, run.calibration or EMPTY) if run.inventory else None
+    return run_with_recovery(ray_run, JsonlSink(run.metrics_path), replanner, max_replans)

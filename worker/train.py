@@ -6,6 +6,7 @@ picks them up and wraps the model in DDP or FSDP. Without them it is a single-pr
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -15,9 +16,11 @@ from pathlib import Path
 import torch
 
 from planner.plan import Plan, RunSettings
+from worker.budget import CapCallback, CappedTrainer, held_to_budget
 from worker.data import TokenizedData, build_blocks, pad_token_id, tokenize_dataset
 from worker.evaluate import exact_match
 from worker.hardware import device_for_rank, mark_cpu_baseline, peak_flops_per_device, reset_peak_memory
+from worker.memory_cap import MemoryCap, StepPosition
 from worker.metrics import MetricsCallback, RunMeter
 from worker.model import load_tokenizer, precision_of, prepare_model
 from worker.sinks import MetricsSink
@@ -31,6 +34,7 @@ class WorkerJob:
     plan: Plan  # the worker reads its settings and the predictions it reports beside what it measures
     output_dir: str  # the final adapter or model
     work_dir: str  # the Trainer's checkpoints on this node
+    fresh_optimizer: bool = False  # a re-plan changed the optimizer: resume the weights, not its old state
 
     @property
     def settings(self) -> RunSettings:
@@ -108,9 +112,12 @@ def fsdp_arguments(settings: RunSettings) -> dict:
 
 
 def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_from: str | None = None,
-          attempt: int = 0, wrap_trainer: Callable = lambda trainer: trainer) -> dict:
-    """Run the plan to its last step; returns (and, on rank 0, writes) the summary record."""
-    from transformers import PrinterCallback, Trainer, default_data_collator
+          attempt: int = 0, wrap_trainer: Callable = lambda trainer: trainer, plan_attempt: int = 0) -> dict:
+    """Run the plan to its last step; returns (and, on rank 0, writes) the summary record.
+
+    The worker is held to the plan's memory budget (worker/memory_cap.py): running out raises
+    `OutOfMemory` with the evidence, after rank 0 wrote it to the sink."""
+    from transformers import default_data_collator
 
     settings, ranks = job.settings, Ranks.from_env()
     device = device_for_rank(ranks.local)
@@ -127,20 +134,25 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
                      peak_flops=peak_flops_per_device(device, settings.precision) * ranks.world,
                      predicted_peak_bytes=job.plan.memory.total,
                      predicted_tokens_per_second=job.plan.throughput.tokens_per_second,
-                     device=device, attempt=attempt)
+                     device=device, attempt=attempt, plan_attempt=plan_attempt)
     if ranks.rank == 0:
         sink.write({"kind": "start", "total_steps": steps, "train_blocks": len(train_blocks),
                     "eval_blocks": len(eval_blocks), "format": data.format, "world_size": ranks.world,
-                    "resumed_from": resume_from, "attempt": attempt, "device": str(device)})
-    trainer = wrap_trainer(Trainer(model=model, args=training_arguments(job, steps, device, bool(eval_blocks)),
-                                   train_dataset=train_blocks, eval_dataset=eval_blocks or None,
-                                   data_collator=default_data_collator,
-                                   callbacks=[MetricsCallback(sink, meter), *_tensor_peak(device, meter),
-                                              *callbacks]))
-    trainer.remove_callback(PrinterCallback)  # the sink carries the logs; no dicts on stdout
+                    "resumed_from": resume_from, "resumed_step": checkpoint_step(resume_from), "attempt": attempt,
+                    "plan_attempt": plan_attempt, "device": str(device),
+                    "micro_batch_size": settings.micro_batch_size,
+                    "gradient_accumulation_steps": settings.gradient_accumulation_steps})
+    position = StepPosition()
+    cap = MemoryCap(job.plan.memory.budget, device, position)
+    trainer = wrap_trainer(CappedTrainer(
+        position, sink, model=model, args=training_arguments(job, steps, device, bool(eval_blocks)),
+        train_dataset=train_blocks, eval_dataset=eval_blocks or None, data_collator=default_data_collator,
+        callbacks=[MetricsCallback(sink, meter), *_tensor_peak(device, meter), CapCallback(cap, meter),
+                   *callbacks]))
     reset_peak_memory(device)
-    trainer.train(resume_from_checkpoint=resume_from)
-    eval_loss = trainer.evaluate()["eval_loss"] if eval_blocks else None
+    with held_to_budget(cap, job.plan, model, sink if ranks.rank == 0 else None):
+        trainer.train(resume_from_checkpoint=resume_from)
+        eval_loss = trainer.evaluate()["eval_loss"] if eval_blocks else None
     trainer.save_model(job.output_dir)
     after = exact_match(trainer.model, tokenizer, data.eval_rows, data.format) if scoring else None
     summary = build_summary(job, trainer, meter, eval_loss, before, after)
@@ -149,6 +161,12 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
         summary.update(_merge_if_asked(settings, Path(job.output_dir)))
         sink.write(summary)
     return summary
+
+
+def checkpoint_step(folder: str | None) -> int | None:
+    """The optimizer step a Trainer checkpoint was saved at."""
+    state = Path(folder, "trainer_state.json") if folder else None
+    return json.loads(state.read_text())["global_step"] if state is not None and state.exists() else None
 
 
 def _tensor_peak(device: torch.device, meter: RunMeter) -> list:

@@ -1,0 +1,74 @@
+"""A run driven to its end through out-of-memory: re-planned with the evidence, resumed from its last checkpoint.
+
+`effft run` and the service's job driver (worker/job_main.py) both run a plan through here. When
+a worker runs out of its budget it leaves the evidence beside Ray's checkpoints (worker/ray_run.py);
+this loop asks the planner for the next lighter plan that keeps the training (planner/recovery.py),
+writes a `replan` record with the numbers, and runs again under the same name and storage, so Ray
+hands the new attempt the last checkpoint: same data order, learning-rate schedule and step count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from planner import InfeasibleError, load_profile
+from planner.calibration import EMPTY, CalibrationTable
+from planner.catalog import Inventory
+from planner.plan import Plan
+from planner.recovery import MemoryEvidence, Replan, replan
+from planner.spec import JobSpec
+from worker.budget import OutOfMemory
+from worker.ray_run import RayRun, memory_evidence, run_on_ray
+from worker.sinks import MetricsSink
+
+DEFAULT_MAX_REPLANS = 3
+Replanner = Callable[[Plan, MemoryEvidence], Replan]
+
+
+def spec_replanner(spec: JobSpec, inventory: Inventory, calibration: CalibrationTable = EMPTY) -> Replanner:
+    """Re-plans `spec` on `inventory`; the model's config is read only when a re-plan is needed."""
+    def replanner(previous: Plan, evidence: MemoryEvidence) -> Replan:
+        profile = load_profile(spec.model.path, spec.model.revision)
+        return replan(spec, profile, inventory, previous, evidence, calibration)
+
+    return replanner
+
+
+def run_with_recovery(run: RayRun, sink: MetricsSink, replanner: Replanner | None,
+                      max_replans: int = DEFAULT_MAX_REPLANS) -> tuple[object, Plan]:
+    """Ray's Result and the plan that finished; OutOfMemory (with the evidence) when no re-plan is left."""
+    while True:
+        try:
+            return run_on_ray(run, sink), run.job.plan
+        except Exception:
+            found = memory_evidence(run)
+            if found is None:
+                raise
+        run = _next_attempt(run, sink, replanner, max_replans, found)
+
+
+def _next_attempt(run: RayRun, sink: MetricsSink, replanner: Replanner | None, max_replans: int,
+                  found: dict) -> RayRun:
+    evidence = MemoryEvidence.from_dict(found)
+    if replanner is None or run.attempt >= max_replans:
+        outcome = f"no re-plan left (at most {max_replans})" if replanner else "this run cannot be re-planned"
+        _refused(sink, run, found, outcome)
+        raise OutOfMemory(found, outcome)
+    try:
+        new = replanner(run.job.plan, evidence)
+    except InfeasibleError as error:
+        _refused(sink, run, found, str(error))
+        raise OutOfMemory(found, "no lighter plan keeps the training") from None
+    sink.write({"kind": "replan", "attempt": run.attempt + 1, "evidence": found, "changes": new.changes,
+                "text": f"attempt {run.attempt + 2}: {evidence.describe()}; {new.describe()}; resuming from the "
+                        "last checkpoint", "plan": new.plan.to_dict(), "resets_optimizer_state":
+                new.resets_optimizer_state, "time": time.time()})
+    job = replace(run.job, plan=new.plan, fresh_optimizer=new.resets_optimizer_state)
+    return replace(run, job=job, attempt=run.attempt + 1)
+
+
+def _refused(sink: MetricsSink, run: RayRun, found: dict, outcome: str) -> None:
+    sink.write({"kind": "replan_refused", "attempt": run.attempt + 1, "evidence": found, "text":
+                f"{MemoryEvidence.from_dict(found).describe()}; {outcome}", "time": time.time()})
