@@ -86,6 +86,20 @@ class MemoryCheck(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow)
 
 
+class JobAttempt(SQLModel, table=True):
+    """An attempt of a job that ran out of memory (or past its safety line): the plan, the evidence, and whether
+    a re-plan replaced it. Calibration learns from it; `effft_job_replans_total` counts the replaced ones."""
+
+    __tablename__ = "job_attempts"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True, max_length=32)
+    attempt: int = Field(primary_key=True)  # 0: the first plan
+    plan: dict = Field(sa_column=Column(JSON, nullable=False))  # the plan that ran out
+    evidence: dict = Field(sa_column=Column(JSON, nullable=False))  # planner.recovery.MemoryEvidence's fields
+    replanned: bool  # False: no re-plan was left, the job failed with cause oom
+    at: datetime = Field(default_factory=utcnow)
+
+
 def make_sqlite_private(url: str) -> None:
     """The SQLite file (and its WAL and shared-memory files) readable by this user only: it holds every spec and
     every job's worker token. SQLite gives its -wal and -shm files the database file's mode."""

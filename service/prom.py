@@ -10,9 +10,10 @@ from datetime import timedelta
 from pathlib import PurePosixPath
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from service.auth import ALL_JOBS, NO_JOBS
+from service.calibration import calibration_families
 from service.db import utcnow
 from service.states import State
 from service.store import JobStore
@@ -28,6 +29,8 @@ PER_JOB = {  # metric name -> (step record field, help)
     "effft_job_eta_seconds": ("eta_seconds", "Estimated seconds until the last step, from the mean step time"),
     "effft_job_memory_predicted_bytes": ("memory_predicted_bytes", "The plan's predicted peak memory per GPU "
                                                                    "in bytes"),
+    "effft_job_tokens_per_second_predicted": ("tokens_per_second_predicted", "The plan's predicted tokens per "
+                                                                             "second (calibrated)"),
 }
 
 
@@ -69,12 +72,24 @@ class StoreCollector:
                 if value is not None:
                     families[name].add_metric([job.id, job.name], float(value))
         yield from families.values()
+        yield self._replans()
+        yield from calibration_families(self.store)
         gpu = GaugeMetricFamily("effft_gpu_memory_bytes", "GPU memory per device in bytes: total, and what "
                                 "running jobs' plans hold", labels=["node", "gpu", "kind"])
         for node, name, kind, value in self.gpu_memory(self.store):
             gpu.add_metric([node, name, kind], value)
         yield gpu
         yield self._error_ratio()
+
+    def _replans(self):
+        family = CounterMetricFamily("effft_job_replans", "Times a job was re-planned after running out of memory "
+                                     "(or passing its safety line)", labels=["job_id", "name"])
+        replans: dict[str, int] = {}
+        for attempt in self.store.attempts():
+            replans[attempt.job_id] = replans.get(attempt.job_id, 0) + int(attempt.replanned)
+        for job in self._reported_jobs():
+            family.add_metric([job.id, job.name], replans.get(job.id, 0))
+        return family
 
     def _error_ratio(self):
         family = HistogramMetricFamily("effft_planner_memory_error_ratio", "Measured / predicted peak memory of "

@@ -223,7 +223,8 @@ class Scheduler:
                          accelerator_type=getattr(self.cluster, "accelerator_type", lambda _: None)(plan.gpu),
                          # the driver connects to this cluster by address, never `auto` (another server's head)
                          ray_address=getattr(self.cluster, "address", None),
-                         confinement=ConfinementFile.of(confinement(self.settings, job.owner)))
+                         confinement=ConfinementFile.of(confinement(self.settings, job.owner)),
+                         spec=job.spec, max_replans=self.settings.max_replans)
         path = folder / "job.json"
         write_secret(path, config.to_json())  # it holds the job's worker token
         return path

@@ -42,6 +42,7 @@ class Settings(LocalSettings):
     scheduler_interval_seconds: float = 1.0
     planning_threads: int = Field(default=2, ge=1)  # jobs profiled and planned at once, beside the scheduler's loop
     planning_timeout_seconds: float = Field(default=600, gt=0)  # a job still planning after this fails
+    max_replans: int = Field(default=3, ge=0)  # re-plans after running out of memory before a job fails (oom)
     metrics_job_retention_hours: float = 24.0  # finished jobs keep their /metrics series this long
 
     @field_validator("tokens")

@@ -18,7 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from service.db import Job, JobEvent, MemoryCheck, StepMetric, utcnow
+from planner.recovery import MemoryEvidence
+from service.db import Job, JobAttempt, JobEvent, MemoryCheck, StepMetric, utcnow
 from service.states import TERMINAL, Cause, State, check_transition
 
 
@@ -35,6 +36,10 @@ class Page:
 # what a state change may set beside the state; the state's own columns (cause, started_at, ...) are _move's
 MOVE_FIELDS = frozenset({"message", "ray_job_id", "gpus", "gpu_type"})
 JOB_ID = re.compile(r"^j[0-9a-f]{16}$")
+
+
+def needed_bytes(evidence: dict) -> int:
+    return MemoryEvidence.from_dict(evidence).needed_bytes
 
 
 def new_job_id() -> str:
@@ -213,6 +218,39 @@ class JobStore:
         updated = {c.name: statement.excluded[c.name] for c in table.__table__.columns if c.name not in keys}
         return statement.on_conflict_do_update(index_elements=keys, set_=updated)
 
+    def record_attempt(self, job_id: str, attempt: int, plan: dict, evidence: dict, new_plan: dict | None,
+                       reason: str) -> bool:
+        """An attempt that ran out of memory: its row, the job's new plan (when it was re-planned) and a note in
+        the job's events (the state does not change), in one transaction. Sent again, it changes nothing."""
+        with self.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or session.get(JobAttempt, (job_id, attempt)) is not None:
+                return False
+            session.add(JobAttempt(job_id=job_id, attempt=attempt, plan=plan, evidence=evidence,
+                                   replanned=new_plan is not None))
+            if new_plan is not None:
+                session.exec(update(Job).where(Job.id == job_id).values(plan=new_plan, updated_at=utcnow()))
+            session.add(JobEvent(job_id=job_id, from_state=job.state, to_state=job.state, reason=reason))
+            session.commit()
+        return True
+
+    def note(self, job_id: str, reason: str) -> None:
+        """An event that changes no state (an evaluation batch shrunk, say); the same note twice is kept once."""
+        with self.session() as session:
+            job = session.get(Job, job_id)
+            seen = session.exec(select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.reason == reason)).first()
+            if job is None or seen is not None:
+                return
+            session.add(JobEvent(job_id=job_id, from_state=job.state, to_state=job.state, reason=reason))
+            session.commit()
+
+    def attempts(self, job_id: str | None = None) -> list[JobAttempt]:
+        query = select(JobAttempt)
+        if job_id is not None:
+            query = query.where(JobAttempt.job_id == job_id)
+        with self.session() as session:
+            return list(session.exec(query.order_by(JobAttempt.job_id, JobAttempt.attempt)).all())
+
     def events(self, job_id: str) -> list[JobEvent]:
         with self.session() as session:
             return list(session.exec(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)).all())
@@ -235,7 +273,9 @@ class JobStore:
             rows = session.exec(select(Job.plan, Job.summary).where(Job.summary.is_not(None),
                                                                      Job.plan.is_not(None))).all()
         # a JSON column keeps Python's None as JSON null, which IS NOT NULL lets through: drop those here
-        return [(plan, summary) for plan, summary in rows if isinstance(summary, dict) and isinstance(plan, dict)]
+        runs = [(plan, summary) for plan, summary in rows if isinstance(summary, dict) and isinstance(plan, dict)]
+        # an attempt that ran out of memory measured a lower bound of its plan's peak: it corrects upward only
+        return runs + [(a.plan, {"memory_peak_bytes": needed_bytes(a.evidence)}) for a in self.attempts()]
 
     def memory_checks(self) -> list[MemoryCheck]:
         with self.session() as session:

@@ -72,6 +72,7 @@ class RunMeter:
             "kind": "step", "step": step, "total_steps": self.total_steps, "epoch": epoch,
             "loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
             "tokens": tokens, "tokens_per_second": tokens_per_second,
+            "tokens_per_second_predicted": self.predicted_tokens_per_second,
             "samples_per_second": steps * self.samples_per_step / seconds, "step_seconds": seconds / steps,
             "mfu": self.model_flops_per_token * tokens_per_second / self.peak_flops,
             **self.memory(), "memory_predicted_bytes": self.predicted_peak_bytes, "memory_step_peak_bytes": step_peak,

@@ -62,6 +62,7 @@ def _next_attempt(run: RayRun, sink: MetricsSink, replanner: Replanner | None, m
         _refused(sink, run, found, str(error))
         raise OutOfMemory(found, "no lighter plan keeps the training") from None
     sink.write({"kind": "replan", "attempt": run.attempt + 1, "evidence": found, "changes": new.changes,
+                "failed_plan": run.job.plan.to_dict(),
                 "text": f"attempt {run.attempt + 2}: {evidence.describe()}; {new.describe()}; resuming from the "
                         "last checkpoint", "plan": new.plan.to_dict(), "resets_optimizer_state":
                 new.resets_optimizer_state, "time": time.time()})
@@ -70,5 +71,6 @@ def _next_attempt(run: RayRun, sink: MetricsSink, replanner: Replanner | None, m
 
 
 def _refused(sink: MetricsSink, run: RayRun, found: dict, outcome: str) -> None:
-    sink.write({"kind": "replan_refused", "attempt": run.attempt + 1, "evidence": found, "text":
+    sink.write({"kind": "replan_refused", "attempt": run.attempt + 1, "evidence": found,
+                "failed_plan": run.job.plan.to_dict(), "text":
                 f"{MemoryEvidence.from_dict(found).describe()}; {outcome}", "time": time.time()})

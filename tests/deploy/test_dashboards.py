@@ -155,6 +155,7 @@ def exposition(tmp_path_factory) -> str:
             store.set_plan(job_id, plan("7B", "A10G", seq_len=1024).to_dict())
             token = store.issue_worker_token(job_id)
             step = {"kind": "step", "step": 1, "total_steps": 4, "loss": 1.5, "tokens_per_second": 100.0,
+                    "tokens_per_second_predicted": 90.0,
                     "eta_seconds": 30.0, "mfu": 0.2, "memory_peak_bytes": 3 * 2**30,
                     "memory_predicted_bytes": 4 * 2**30}
             summary = {"kind": "summary", "memory_peak_bytes": 3 * 2**30, "memory_predicted_bytes": 4 * 2**30,

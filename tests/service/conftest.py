@@ -17,7 +17,7 @@ from service.settings import Settings
 from service.store import JobStore
 
 POSTGRES_URL = os.environ.get("EFFFT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-EFFFT_TABLES = "step_metrics, memory_checks, job_events, jobs, alembic_version"
+EFFFT_TABLES = "step_metrics, memory_checks, job_attempts, job_events, jobs, alembic_version"
 TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
 ADMIN_TOKEN = "tok-admin"
 TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 192, "num_hidden_layers": 2, "num_attention_heads": 4,
