@@ -142,11 +142,12 @@ def replan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, previous:
            calibration: CalibrationTable) -> Replan:
     """The first rung that fits with the evidence counted; InfeasibleError (with the evidence) when none does."""
     table, factor = evidence_calibration(calibration, previous, evidence)
+    # a device that refused below the budget (something else holds memory) gave only what was asked of it
+    budget = min(previous.memory.budget, evidence.needed_bytes)
     tried = []
     for name, candidate in _rungs(spec, previous):
         try:
-            plan = make_plan(candidate, profile, inventory, budget_override=previous.memory.budget,
-                             calibration=table, seq_len=previous.settings.seq_len)
+            plan = _lighter_plan(candidate, profile, inventory, budget, table, previous)
         except (InfeasibleError, SpecError) as error:
             tried.append(f"{name}: {str(error).split(';')[0]}")
             continue
@@ -160,6 +161,18 @@ def replan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, previous:
                       resets_optimizer_state=plan.settings.optimizer != previous.settings.optimizer)
     raise InfeasibleError(f"{evidence.describe()}; no lighter plan keeps the training: " + "; ".join(tried),
                           evidence.needed_bytes, evidence.limit_bytes)
+
+
+def _lighter_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget: int,
+                  table: CalibrationTable, previous: Plan) -> Plan:
+    """The tree's plan for `spec`, never at a larger micro-batch than the failed plan's (a lighter method or
+    optimizer frees room the tree would spend on one)."""
+    plan = make_plan(spec, profile, inventory, budget_override=budget, calibration=table,
+                     seq_len=previous.settings.seq_len)
+    if plan.settings.micro_batch_size > previous.settings.micro_batch_size:
+        plan = make_plan(spec.model_copy(update={"micro_batch_size": previous.settings.micro_batch_size}), profile,
+                         inventory, budget_override=budget, calibration=table, seq_len=previous.settings.seq_len)
+    return plan
 
 
 def _decision(evidence: MemoryEvidence, factor: float, rung: str) -> Decision:
