@@ -88,7 +88,8 @@ class StoreCollector:
         for attempt in self.store.attempts():
             replans[attempt.job_id] = replans.get(attempt.job_id, 0) + int(attempt.replanned)
         for job in self._reported_jobs():
-            family.add_metric([job.id, job.name], replans.get(job.id, 0))
+            if job.id in replans:  # a job that never ran out has no series, like one that never reported
+                family.add_metric([job.id, job.name], replans[job.id])
         return family
 
     def _error_ratio(self):

@@ -160,7 +160,13 @@ def exposition(tmp_path_factory) -> str:
                     "memory_predicted_bytes": 4 * 2**30}
             summary = {"kind": "summary", "memory_peak_bytes": 3 * 2**30, "memory_predicted_bytes": 4 * 2**30,
                        "predicted_terms": {}, "measured_terms": {}}
-            posted = client.post(f"/v1/jobs/{job_id}/records", json={"records": [step, summary]},
+            first = plan("7B", "A10G", seq_len=1024)
+            evidence = {"kind": "oom", "step": 1, "phase": "backward", "in_use_bytes": 20 * 2**30,
+                        "requested_bytes": 2**30, "limit_bytes": 21 * 2**30, "peak_bytes": 20 * 2**30,
+                        "predicted_bytes": 4 * 2**30, "device": "cuda"}
+            replan = {"kind": "replan", "attempt": 1, "evidence": evidence, "failed_plan": first.to_dict(),
+                      "plan": first.to_dict(), "text": "attempt 2: out of memory at step 1"}
+            posted = client.post(f"/v1/jobs/{job_id}/records", json={"records": [replan, step, summary]},
                                  headers=auth(token))
             assert posted.status_code == 200, posted.text
             response = client.get("/metrics", headers=auth(ADMIN_TOKEN))  # every job's series

@@ -316,11 +316,16 @@ def test_the_driver_checks_the_confinement_again_and_connects_by_address(store, 
     job_file = settings.data_dir.resolve() / "runs" / job_id / "job.json"
     connected = []
     monkeypatch.setattr(job_main, "ensure_ray", lambda address=None: connected.append(address))
-    monkeypatch.setattr(job_main, "run_on_ray", lambda *args: None)
+    driven = []
+    monkeypatch.setattr(job_main, "inventory", lambda: (cluster.inventory(), {}))
+    monkeypatch.setattr(job_main, "run_with_recovery", lambda run, sink, replanner, max_replans: driven.append(
+        (replanner is not None, max_replans)))
     monkeypatch.setattr(job_main.Shipper, "start", lambda self: self)
     monkeypatch.setattr(job_main.Shipper, "drain", lambda self, seconds: True)
     assert job_main.main(str(job_file)) == 0
     assert connected == ["127.0.0.1:6390"]
+    # the job file carries the spec, so the driver can re-plan after an out-of-memory, at most this often
+    assert driven == [(True, settings.max_replans)]
     data.unlink()
     data.symlink_to("/etc/passwd")  # swapped after planning
     with pytest.raises(DataError, match="outside the roots"):
