@@ -38,7 +38,7 @@ class MemoryEvidence:
     phase: str  # forward, backward, optimizer, eval, ...
     in_use_bytes: int  # in use when the allocation was refused (pressure: the measured peak)
     requested_bytes: int  # the refused allocation (0 when the device does not say, and for pressure)
-    limit_bytes: int  # the job's cap: the plan's budget
+    limit_bytes: int  # the job's cap, the plan's budget (pressure: the safety line, a share of it)
     peak_bytes: int  # the largest use measured before
     predicted_bytes: int  # what the plan predicted (its estimate, calibrated)
     device: str
@@ -49,9 +49,11 @@ class MemoryEvidence:
         return max(self.in_use_bytes + self.requested_bytes, self.peak_bytes)
 
     def describe(self) -> str:
-        what = "out of memory" if self.kind == "oom" else "memory above the safety line"
+        if self.kind == "pressure":
+            return (f"memory above the safety line at step {self.step}: a peak of {size_text(self.peak_bytes)}, "
+                    f"line {size_text(self.limit_bytes)}; the plan predicted {size_text(self.predicted_bytes)}")
         asked = f" + {size_text(self.requested_bytes)} asked" if self.requested_bytes else ""
-        return (f"{what} at step {self.step} ({self.phase}): {size_text(self.in_use_bytes)} in use{asked}, "
+        return (f"out of memory at step {self.step} ({self.phase}): {size_text(self.in_use_bytes)} in use{asked}, "
                 f"budget {size_text(self.limit_bytes)}; the plan predicted {size_text(self.predicted_bytes)}")
 
     def to_dict(self) -> dict:
@@ -142,8 +144,9 @@ def replan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, previous:
            calibration: CalibrationTable) -> Replan:
     """The first rung that fits with the evidence counted; InfeasibleError (with the evidence) when none does."""
     table, factor = evidence_calibration(calibration, previous, evidence)
-    # a device that refused below the budget (something else holds memory) gave only what was asked of it
-    budget = min(previous.memory.budget, evidence.needed_bytes)
+    # under the safety line after a pressure re-plan; and a device that refused below the budget (something
+    # else holds memory) gave only what was asked of it
+    budget = min(previous.memory.budget, evidence.limit_bytes, evidence.needed_bytes)
     tried = []
     for name, candidate in _rungs(spec, previous):
         try:

@@ -63,16 +63,18 @@ class StoreCollector:
         yield states
         families = {name: GaugeMetricFamily(name, text, labels=["job_id", "name"])
                     for name, (_, text) in PER_JOB.items()}
+        reporting = []
         for job in self._reported_jobs():
             latest = self.store.latest_metric(job.id)
             if latest is None:
                 continue
+            reporting.append(job)
             for name, (field, _) in PER_JOB.items():
                 value = latest.record.get(field)
                 if value is not None:
                     families[name].add_metric([job.id, job.name], float(value))
         yield from families.values()
-        yield self._replans()
+        yield self._replans(reporting)
         yield from calibration_families(self.store)
         gpu = GaugeMetricFamily("effft_gpu_memory_bytes", "GPU memory per device in bytes: total, and what "
                                 "running jobs' plans hold", labels=["node", "gpu", "kind"])
@@ -81,15 +83,15 @@ class StoreCollector:
         yield gpu
         yield self._error_ratio()
 
-    def _replans(self):
+    def _replans(self, jobs):
+        """Per job that reported steps: 0 until it runs out of memory, as a counter starts."""
         family = CounterMetricFamily("effft_job_replans", "Times a job was re-planned after running out of memory "
                                      "(or passing its safety line)", labels=["job_id", "name"])
         replans: dict[str, int] = {}
         for attempt in self.store.attempts():
             replans[attempt.job_id] = replans.get(attempt.job_id, 0) + int(attempt.replanned)
-        for job in self._reported_jobs():
-            if job.id in replans:  # a job that never ran out has no series, like one that never reported
-                family.add_metric([job.id, job.name], replans[job.id])
+        for job in jobs:
+            family.add_metric([job.id, job.name], replans.get(job.id, 0))
         return family
 
     def _error_ratio(self):

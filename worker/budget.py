@@ -45,11 +45,16 @@ def held_to_budget(cap: MemoryCap, plan: Plan, model, sink) -> Iterator[MemoryCa
         with cap:
             yield cap
     except torch.OutOfMemoryError as error:
-        evidence = cap.evidence(error, plan.memory.total)
-        if sink is not None:
-            sink.write({"kind": "oom", **evidence.to_dict(), "text": evidence.describe(),
-                        "message": str(error)[:500], "time": time.time()})
-        raise OutOfMemory(evidence.to_dict()) from None
+        _report(sink, cap.evidence(error, plan.memory.total), str(error)[:500])
+    if cap.pressure is not None:  # training stopped itself after saving a checkpoint: re-plan before a failure
+        _report(sink, cap.pressure, "")
+
+
+def _report(sink, evidence: MemoryEvidence, message: str):
+    if sink is not None:
+        sink.write({"kind": evidence.kind, **evidence.to_dict(), "text": evidence.describe(), "message": message,
+                    "time": time.time()})
+    raise OutOfMemory(evidence.to_dict()) from None
 
 
 class CapCallback(TrainerCallback):
@@ -57,9 +62,11 @@ class CapCallback(TrainerCallback):
 
     def __init__(self, cap: MemoryCap, meter):
         self.cap, self.meter = cap, meter
+        self.steady_step: int | None = None  # the step whose peak is held against the safety line
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         self.cap.track(optimizer_tensors(optimizer))  # a resumed optimizer's state was loaded, not computed
+        self.steady_step = state.global_step + 2  # the first step with the optimizer state alive throughout
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.cap.position.step, self.cap.position.phase = state.global_step + 1, "forward"
@@ -73,6 +80,9 @@ class CapCallback(TrainerCallback):
         peak = self.cap.step_peak()
         if peak is not None:
             self.meter.step_peak_bytes = max(self.meter.step_peak_bytes or 0, peak)
+        if state.global_step == self.steady_step and state.global_step < state.max_steps and \
+                self.cap.check_safety_line(self.meter.predicted_peak_bytes):
+            control.should_save = control.should_training_stop = True  # resume from here under a lighter plan
 
 
 class CappedTrainer(Trainer):

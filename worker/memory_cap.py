@@ -102,9 +102,11 @@ def cuda_asked_bytes(message: str) -> int:
 class MemoryCap:
     """The worker's budget on its device: the GPU allocator's share, or the CPU counter above."""
 
-    def __init__(self, limit: int, device: torch.device, position: StepPosition):
+    def __init__(self, limit: int, device: torch.device, position: StepPosition, safety: float | None = None):
         self.limit, self.device, self.position = limit, device, position
+        self.safety = safety  # the share of the budget a steady step may reach before the run is re-planned
         self.cpu = CpuMemoryCap(limit, position) if device.type == "cpu" else None
+        self.pressure: MemoryEvidence | None = None  # set when a steady step passed the safety line
 
     def __enter__(self) -> MemoryCap:
         if self.cpu is not None:
@@ -128,6 +130,19 @@ class MemoryCap:
 
     def step_peak(self) -> int | None:
         return self.cpu.step_peak if self.cpu is not None else None
+
+    def check_safety_line(self, predicted_bytes: int) -> bool:
+        """After a steady step: True (and `pressure` set) when its peak passed the safety line."""
+        if self.safety is None:
+            return False
+        peak = self.cpu.step_peak if self.cpu is not None else torch.cuda.max_memory_reserved(self.device)
+        line = int(self.limit * self.safety)
+        if peak <= line:
+            return False
+        self.pressure = MemoryEvidence(kind="pressure", step=self.position.step, phase="step", in_use_bytes=int(peak),
+                                       requested_bytes=0, limit_bytes=line, peak_bytes=int(peak),
+                                       predicted_bytes=int(predicted_bytes), device=self.device.type)
+        return True
 
     def evidence(self, error: BaseException, predicted_bytes: int, kind: str = "oom") -> MemoryEvidence:
         if self.cpu is not None:

@@ -133,6 +133,10 @@ def memory_evidence(run: RayRun) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def clear_memory_evidence(run: RayRun) -> None:
+    evidence_path(run).unlink(missing_ok=True)
+
+
 def _train_loop(config: dict) -> None:
     run: RayRun = config["run"]
     sink = config["sink"]

@@ -20,7 +20,7 @@ from planner.plan import Plan
 from planner.recovery import MemoryEvidence, Replan, replan
 from planner.spec import JobSpec
 from worker.budget import OutOfMemory
-from worker.ray_run import RayRun, memory_evidence, run_on_ray
+from worker.ray_run import RayRun, clear_memory_evidence, memory_evidence, run_on_ray
 from worker.sinks import MetricsSink
 
 DEFAULT_MAX_REPLANS = 3
@@ -52,6 +52,8 @@ def run_with_recovery(run: RayRun, sink: MetricsSink, replanner: Replanner | Non
 def _next_attempt(run: RayRun, sink: MetricsSink, replanner: Replanner | None, max_replans: int,
                   found: dict) -> RayRun:
     evidence = MemoryEvidence.from_dict(found)
+    if evidence.kind == "pressure" and (replanner is None or run.attempt >= max_replans):
+        return _carry_on(run, sink, found, f"no re-plan left (at most {max_replans})")
     if replanner is None or run.attempt >= max_replans:
         outcome = f"no re-plan left (at most {max_replans})" if replanner else "this run cannot be re-planned"
         _refused(sink, run, found, outcome)
@@ -59,6 +61,8 @@ def _next_attempt(run: RayRun, sink: MetricsSink, replanner: Replanner | None, m
     try:
         new = replanner(run.job.plan, evidence)
     except InfeasibleError as error:
+        if evidence.kind == "pressure":  # it has not failed: it runs on, close to its budget
+            return _carry_on(run, sink, found, "no lighter plan keeps the training")
         _refused(sink, run, found, str(error))
         raise OutOfMemory(found, "no lighter plan keeps the training") from None
     sink.write({"kind": "replan", "attempt": run.attempt + 1, "evidence": found, "changes": new.changes,
@@ -68,6 +72,14 @@ def _next_attempt(run: RayRun, sink: MetricsSink, replanner: Replanner | None, m
                 new.resets_optimizer_state, "time": time.time()})
     job = replace(run.job, plan=new.plan, fresh_optimizer=new.resets_optimizer_state)
     return replace(run, job=job, attempt=run.attempt + 1)
+
+
+def _carry_on(run: RayRun, sink: MetricsSink, found: dict, why: str) -> RayRun:
+    """Above the safety line with nothing lighter to run: resume the same plan, without the line this time."""
+    sink.write({"kind": "replan_skipped", "attempt": run.attempt + 1, "evidence": found, "time": time.time(),
+                "text": f"{MemoryEvidence.from_dict(found).describe()}; {why}: resuming the same plan"})
+    clear_memory_evidence(run)
+    return replace(run, job=replace(run.job, memory_safety=None), attempt=run.attempt + 1)
 
 
 def _refused(sink: MetricsSink, run: RayRun, found: dict, outcome: str) -> None:

@@ -35,6 +35,7 @@ class WorkerJob:
     output_dir: str  # the final adapter or model
     work_dir: str  # the Trainer's checkpoints on this node
     fresh_optimizer: bool = False  # a re-plan changed the optimizer: resume the weights, not its old state
+    memory_safety: float | None = 0.95  # a steady step above this share of the budget re-plans; None: never
 
     @property
     def settings(self) -> RunSettings:
@@ -143,16 +144,19 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
                     "micro_batch_size": settings.micro_batch_size,
                     "gradient_accumulation_steps": settings.gradient_accumulation_steps})
     position = StepPosition()
-    cap = MemoryCap(job.plan.memory.budget, device, position)
+    cap = MemoryCap(job.plan.memory.budget, device, position, job.memory_safety)
     trainer = wrap_trainer(CappedTrainer(
         position, sink, model=model, args=training_arguments(job, steps, device, bool(eval_blocks)),
         train_dataset=train_blocks, eval_dataset=eval_blocks or None, data_collator=default_data_collator,
         callbacks=[MetricsCallback(sink, meter), *_tensor_peak(device, meter), CapCallback(cap, meter),
                    *callbacks]))
+    if ranks.world == 1:
+        _no_ddp_for_one_process(trainer)
     reset_peak_memory(device)
     with held_to_budget(cap, job.plan, model, sink if ranks.rank == 0 else None):
         trainer.train(resume_from_checkpoint=resume_from)
-        eval_loss = trainer.evaluate()["eval_loss"] if eval_blocks else None
+        # past the safety line the run saved and stopped: leaving the block raises for a re-plan, no eval first
+        eval_loss = trainer.evaluate()["eval_loss"] if eval_blocks and cap.pressure is None else None
     trainer.save_model(job.output_dir)
     after = exact_match(trainer.model, tokenizer, data.eval_rows, data.format) if scoring else None
     summary = build_summary(job, trainer, meter, eval_loss, before, after)
@@ -161,6 +165,16 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
         summary.update(_merge_if_asked(settings, Path(job.output_dir)))
         sink.write(summary)
     return summary
+
+
+def _no_ddp_for_one_process(trainer) -> None:
+    """A single Ray worker on a CPU has a process group, and accelerate's MULTI_CPU path wraps any model in DDP
+    then: a one-rank all-reduce, and gradient buckets alive through the whole step that a one-device plan does
+    not count. One process is no data parallelism: train it as a plain model (on a GPU accelerate already does)."""
+    from accelerate.utils import DistributedType
+
+    if trainer.accelerator.distributed_type == DistributedType.MULTI_CPU:
+        trainer.accelerator.state.distributed_type = DistributedType.NO
 
 
 def checkpoint_step(folder: str | None) -> int | None:

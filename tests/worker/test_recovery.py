@@ -90,3 +90,28 @@ def test_a_run_out_of_replans_fails_with_the_evidence(tiny_model, datasets, tmp_
                           max_replans=0)
     refused = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "replan_refused"]
     assert len(refused) == 1 and "no re-plan left (at most 0)" in refused[0]["text"]
+
+
+def test_a_steady_step_above_the_safety_line_is_replanned_before_the_allocator_fails(tiny_model, datasets, tmp_path):
+    inventory = Inventory.single(CPU, 1)
+    budget = 6_800_000  # a steady step at micro-batch 4 peaks at 6.5 MB: under the budget, above 95 % of it
+    spec = job_spec(tiny_model, datasets["chat"], budget)
+    plan = plan_job(spec, inventory, calibration=UNDER)
+    assert plan.settings.micro_batch_size == 4
+    job = WorkerJob(plan, str(tmp_path / "out"), str(tmp_path / "work"))
+    result, final = run_with_recovery(RayRun(job, storage_path=str(tmp_path / "ray"), name="pressure"),
+                                      JsonlSink(tmp_path / "metrics.jsonl"), spec_replanner(spec, inventory, UNDER))
+    assert result.error is None
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert not [r for r in records if r["kind"] == "oom"]  # it never ran out
+    pressure = next(r for r in records if r["kind"] == "pressure")
+    assert pressure["step"] == 2 and pressure["peak_bytes"] > pressure["limit_bytes"] == int(budget * 0.95)
+    assert "memory above the safety line at step 2" in next(r for r in records if r["kind"] == "replan")["text"]
+    # the step-2 checkpoint was saved before it stopped: nothing is trained twice
+    starts = [r for r in records if r["kind"] == "start"]
+    assert [s["resumed_step"] for s in starts] == [None, 2]
+    assert final.settings.micro_batch_size * final.settings.gradient_accumulation_steps == 4
+    assert final.memory.budget == int(budget * 0.95)  # the new plan is made to stay under the line
+    steps = last_per_step(records)
+    assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
+    assert all(r["memory_step_peak_bytes"] <= budget * 0.95 for r in steps if r["plan_attempt"] == 1)
