@@ -28,6 +28,7 @@ class ResolvedResources(PlanModel):
     gpus: int = Field(ge=1)  # GPUs per job (1 unless the plan shards)
     gpu_type: str
     max_memory_fraction: float = Field(gt=0, le=1)
+    exclusive: bool = False  # whole GPUs even where its memory leaves room (service/packing.py)
 
 
 class RunSettings(PlanModel):

@@ -94,6 +94,7 @@ class ResourcesSpec(StrictModel):
     gpus: AutoInt(1, 4096) = "auto"  # auto: every GPU of the chosen type that the cluster has
     gpu_type: Text(64, 1) | None = None  # e.g. "A100-80GB"; None: the type with the most memory
     max_memory_fraction: float = Field(default=0.9, gt=0, le=1)  # share of each GPU the plan may fill
+    exclusive: bool = False  # whole GPUs even when the job's predicted memory leaves room for others
 
 
 class OutputSpec(StrictModel):

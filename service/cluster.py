@@ -2,43 +2,42 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 
-from planner.catalog import GpuGroup, Inventory
+from planner.catalog import GpuGroup, Inventory, cpu_with_memory
+from service.packing import Claim, DeviceLoad, devices_of, replay
 from service.states import State
 from service.store import JobStore
 
 
-def held_gpus(store: JobStore) -> Counter:
-    """GPUs (by type) that running jobs hold."""
-    held = Counter()
+def running_claims(store: JobStore) -> list[Claim]:
+    """What running jobs hold: their stored placement; a job placed before packing existed holds whole GPUs."""
+    claims = []
     for job in store.in_states(State.RUNNING, State.CANCELLING):
-        if job.gpu_type:
-            held[job.gpu_type] += job.gpus
-    return held
+        if job.placement:
+            claims.append(Claim(job.id, job.gpu_type or "", job.gpus, int(job.placement["held_bytes"]),
+                                bool(job.placement["exclusive"])))
+        elif job.gpu_type:
+            claims.append(Claim(job.id, job.gpu_type, job.gpus, 0, True))
+    return claims
 
 
-def free_inventory(total: Inventory, held: Counter) -> Inventory:
-    """The inventory with each group's `free` count net of what running jobs hold (taken node by node)."""
-    left = Counter(held)
-    groups = []
-    for group in total.groups:
-        taken = min(group.count, left[group.gpu.name])
-        left[group.gpu.name] -= taken
-        groups.append(replace(group, free=group.count - taken))
-    return Inventory(tuple(groups))
+def device_loads(store: JobStore, inventory: Inventory) -> list[DeviceLoad]:
+    return replay(devices_of(inventory), running_claims(store))
 
 
-def free_count(inventory: Inventory, gpu_name: str) -> int:
-    return sum(g.count if g.free is None else g.free for g in inventory.groups if g.gpu.name == gpu_name)
+def context_bytes(inventory: Inventory, gpu_name: str) -> int:
+    """Each job's own overhead on its device (a CUDA context; on a CPU the worker process's footprint)."""
+    spec = inventory.types().get(gpu_name)
+    return spec[0].context_bytes if spec else 0
 
 
 class RayCluster:
     """The Ray cluster at settings.ray_address (or the embedded head), reached through worker.ray_run."""
 
-    def __init__(self, address: str | None, dashboard_url: str):
+    def __init__(self, address: str | None, dashboard_url: str, cpu_memory_bytes: int | None = None):
         self.address, self.dashboard_url = address, dashboard_url
+        self.cpu_memory_bytes = cpu_memory_bytes  # the CPU device's memory for planning and packing
         self._ray_names: dict[str, str] = {}
 
     def inventory(self) -> Inventory:
@@ -46,7 +45,10 @@ class RayCluster:
 
         ensure_ray(self.address)
         total, self._ray_names = inventory()
-        return total
+        if self.cpu_memory_bytes is None:
+            return total
+        return Inventory(tuple(replace(group, gpu=cpu_with_memory(self.cpu_memory_bytes)) if group.gpu.is_cpu
+                               else group for group in total.groups))
 
     def accelerator_type(self, gpu_name: str) -> str | None:
         return self._ray_names.get(gpu_name)
@@ -72,19 +74,55 @@ class RayCluster:
         return ray_job_logs(self.dashboard_url, ray_job_id)
 
 
-def inventory_view(total: Inventory, held: Counter) -> dict:
-    free = free_inventory(total, held)
-    return {"nodes": [{"node": g.node, "gpu": g.gpu.name, "count": g.count, "memory_bytes": g.gpu.memory_bytes,
-                       "free": g.free} for g in free.groups]}
+def inventory_view(total: Inventory, store: JobStore) -> dict:
+    """Per node and GPU type: the count and how many no job holds; per device: the jobs on it, bytes held
+    (their plans' share) and used (their latest measured peaks)."""
+    loads = device_loads(store, total)
+    measured = latest_peaks(store, [job_id for load in loads for job_id in load.jobs])
+    nodes = []
+    for group in total.groups:
+        mine = [load for load in loads if load.device.node == group.node and load.device.gpu == group.gpu.name]
+        nodes.append({"node": group.node, "gpu": group.gpu.name, "count": group.count,
+                      "memory_bytes": group.gpu.memory_bytes, "free": sum(1 for load in mine if not load.jobs),
+                      "devices": [device_view(load, measured) for load in mine]})
+    return {"nodes": nodes}
 
 
-def gpu_memory_rows(total: Inventory, held: Counter) -> list[tuple[str, str, str, float]]:
+def device_view(load: DeviceLoad, measured: dict[str, int]) -> dict:
+    return {"index": load.device.index, "whole": load.whole, "held_bytes": sum(load.jobs.values()),
+            "used_bytes": sum(measured.get(job_id, 0) for job_id in load.jobs),
+            "jobs": [{"id": job_id, "held_bytes": held, "used_bytes": measured.get(job_id)}
+                     for job_id, held in load.jobs.items()]}
+
+
+def latest_peaks(store: JobStore, job_ids: list[str]) -> dict[str, int]:
+    peaks = {}
+    for job_id in job_ids:
+        latest = store.latest_metric(job_id)
+        peak = (latest.record.get("memory_step_peak_bytes") or latest.memory_peak_bytes) if latest else None
+        if peak:
+            peaks[job_id] = int(peak)
+    return peaks
+
+
+def gpu_memory_rows(total: Inventory, store: JobStore) -> list[tuple[str, str, str, float]]:
+    """Per node and GPU type: bytes in total, held by running jobs' placements, used (their measured peaks)."""
+    loads = device_loads(store, total)
+    measured = latest_peaks(store, [job_id for load in loads for job_id in load.jobs])
     rows = []
-    for group in free_inventory(total, held).groups:
-        rows.append((group.node, group.gpu.name, "total", float(group.gpu.memory_bytes * group.count)))
-        rows.append((group.node, group.gpu.name, "held", float(group.gpu.memory_bytes * (group.count - group.free))))
+    for group in total.groups:
+        mine = [load for load in loads if load.device.node == group.node and load.device.gpu == group.gpu.name]
+        held = sum(load.device.capacity if load.whole else sum(load.jobs.values()) for load in mine)
+        used = sum(measured.get(job_id, 0) for load in mine for job_id in load.jobs)
+        jobs = sum(len(load.jobs) for load in mine)
+        rows += [(group.node, group.gpu.name, "total", float(group.gpu.memory_bytes * group.count)),
+                 (group.node, group.gpu.name, "held", float(held)), (group.node, group.gpu.name, "used", float(used)),
+                 (group.node, group.gpu.name, JOBS_ROW, float(jobs))]
     return rows
 
 
-__all__ = ["GpuGroup", "RayCluster", "free_count", "free_inventory", "gpu_memory_rows", "held_gpus",
-           "inventory_view"]
+JOBS_ROW = "jobs"  # not a memory kind: the rows' count of jobs on the devices, for effft_gpu_jobs
+
+
+__all__ = ["GpuGroup", "RayCluster", "context_bytes", "device_loads", "JOBS_ROW", "gpu_memory_rows",
+           "inventory_view", "running_claims"]

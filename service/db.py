@@ -36,6 +36,7 @@ class Job(SQLModel, table=True):
     worker_token: str | None = Field(default=None, max_length=100)  # the job's worker posts records with it
     gpus: int = 0  # GPUs the running job holds
     gpu_type: str | None = Field(default=None, max_length=40)
+    placement: dict | None = Field(default=None, sa_column=Column(JSON))  # service/packing.py: devices, bytes held
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None

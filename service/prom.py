@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from service.auth import ALL_JOBS, NO_JOBS
 from service.calibration import calibration_families
+from service.cluster import JOBS_ROW
 from service.db import utcnow
 from service.states import State
 from service.store import JobStore
@@ -76,11 +77,17 @@ class StoreCollector:
         yield from families.values()
         yield self._replans(reporting)
         yield from calibration_families(self.store)
-        gpu = GaugeMetricFamily("effft_gpu_memory_bytes", "GPU memory per device in bytes: total, and what "
-                                "running jobs' plans hold", labels=["node", "gpu", "kind"])
+        gpu = GaugeMetricFamily("effft_gpu_memory_bytes", "GPU memory per node and type in bytes: total, held by "
+                                "running jobs' placements, used (their measured peaks)", labels=["node", "gpu", "kind"])
+        jobs = GaugeMetricFamily("effft_gpu_jobs", "Running jobs packed onto the node's GPUs of this type",
+                                 labels=["node", "gpu"])
         for node, name, kind, value in self.gpu_memory(self.store):
-            gpu.add_metric([node, name, kind], value)
+            if kind == JOBS_ROW:
+                jobs.add_metric([node, name], value)
+            else:
+                gpu.add_metric([node, name, kind], value)
         yield gpu
+        yield jobs
         yield self._error_ratio()
 
     def _replans(self, jobs):

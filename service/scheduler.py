@@ -17,8 +17,9 @@ from pathlib import Path
 from planner import InfeasibleError, ModelProfileError, SpecError, parse_job, plan_job
 from planner.plan import Plan, PlanVersionError, load_plan
 from service.calibration import table_from_store
-from service.cluster import free_count, free_inventory, held_gpus
+from service.cluster import context_bytes, device_loads
 from service.embedded import write_secret
+from service.packing import claim_of, place, placement_record, waiting_reason
 from service.policy import confinement, policy_problems
 from service.settings import Settings
 from service.states import Cause, State
@@ -35,6 +36,17 @@ ENDINGS = {
     ("STOPPED", State.RUNNING): (State.FAILED, Cause.SYSTEM), ("STOPPED", State.CANCELLING): (State.CANCELLED, None),
     ("MISSING", State.RUNNING): (State.FAILED, Cause.SYSTEM), ("MISSING", State.CANCELLING): (State.CANCELLED, None),
 }
+
+
+def by_held_bytes(jobs: list) -> list:
+    """Largest predicted peak first (ties: oldest first): first-fit decreasing packs the most."""
+    def held(job) -> int:
+        try:
+            return load_plan(job.plan).memory.budgeted
+        except (PlanVersionError, ValueError, TypeError):
+            return 0
+
+    return sorted(jobs, key=lambda job: -held(job))
 
 
 def failure_cause(status_cause: Cause, logs: str) -> Cause:
@@ -70,7 +82,7 @@ class Scheduler:
         never holds up following, starting or cancelling the others; `wait` lets a pass wait for it."""
         for job in self.store.in_states(State.RUNNING, State.CANCELLING):
             self._guarded(job.id, self._follow, job)
-        for job in self.store.in_states(State.WAITING):
+        for job in by_held_bytes(self.store.in_states(State.WAITING)):  # first-fit decreasing
             self._guarded(job.id, self._start_waiting, job)
         self._reap_planning()
         while self._planning_slots() > 0 and (job := self.store.claim_next_queued()):
@@ -191,13 +203,18 @@ class Scheduler:
         self._start(job.id, State.WAITING, plan)
 
     def _start(self, job_id: str, current: State, plan: Plan) -> None:
-        free = free_count(free_inventory(self.cluster.inventory(), held_gpus(self.store)), plan.gpu)
-        if free < plan.gpus:
+        """Pack the job onto devices with room (service/packing.py) and submit it; or leave it waiting."""
+        inventory, job = self.cluster.inventory(), self.store.get(job_id)
+        exclusive = bool((job.spec.get("resources") or {}).get("exclusive", False))
+        claim = claim_of(job_id, plan, exclusive, context_bytes(inventory, plan.gpu))
+        loads = device_loads(self.store, inventory)
+        devices = place(loads, claim)
+        if devices is None:
             if current == State.PLANNING:
-                self.store.transition(job_id, current, State.WAITING, f"needs {plan.gpus} x {plan.gpu}, "
-                                      f"{free} free")
+                self.store.transition(job_id, current, State.WAITING, waiting_reason(claim, loads))
             return
-        job_file = self._write_job_file(job_id, plan)
+        placement = placement_record(claim, devices, loads, plan)
+        job_file = self._write_job_file(job_id, plan, placement)
         entrypoint = f"{self.settings.worker_python or sys.executable} -m worker.job_main {job_file}"
         try:
             ray_job_id = self.cluster.submit(job_id, entrypoint, dict(TRAIN_ENV))
@@ -207,11 +224,11 @@ class Scheduler:
                 ray_job_id = job_id
             else:
                 raise
-        if not self.store.transition(job_id, current, State.RUNNING, ray_job_id=ray_job_id, gpus=plan.gpus,
-                                     gpu_type=plan.gpu):
+        if not self.store.transition(job_id, current, State.RUNNING, placement["why"], ray_job_id=ray_job_id,
+                                     gpus=plan.gpus, gpu_type=plan.gpu, placement=placement):
             self.cluster.stop(ray_job_id)  # cancelled while we submitted it
 
-    def _write_job_file(self, job_id: str, plan: Plan) -> Path:
+    def _write_job_file(self, job_id: str, plan: Plan, placement: dict) -> Path:
         folder = self.run_dir(job_id)
         folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         folder.parent.chmod(0o700)  # run folders hold worker tokens, checkpoints and outputs: this user's only
@@ -224,7 +241,8 @@ class Scheduler:
                          # the driver connects to this cluster by address, never `auto` (another server's head)
                          ray_address=getattr(self.cluster, "address", None),
                          confinement=ConfinementFile.of(confinement(self.settings, job.owner)),
-                         spec=job.spec, max_replans=self.settings.max_replans)
+                         spec=job.spec, max_replans=self.settings.max_replans,
+                         device_share=placement["device_share"], memory_cap_bytes=placement["cap_bytes"])
         path = folder / "job.json"
         write_secret(path, config.to_json())  # it holds the job's worker token
         return path

@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from service.api import create_app
-from service.cluster import RayCluster, gpu_memory_rows, held_gpus, inventory_view
+from service.cluster import RayCluster, gpu_memory_rows, inventory_view
 from service.db import make_engine, make_sqlite_private
 from service.embedded import LOOPBACK_ENV, alive, start_detached, start_ray_head, stop_pid, stop_ray_head, write_secret
 from service.migrate import upgrade
@@ -37,14 +37,14 @@ class Services:
         return self.cluster.inventory()
 
     def inventory_view(self, store: JobStore) -> dict:
-        return inventory_view(self.cluster.inventory(), held_gpus(store))
+        return inventory_view(self.cluster.inventory(), store)
 
     def logs(self, job) -> str:
         return self.cluster.logs(job.ray_job_id) if job.ray_job_id else ""
 
     def registry_for(self, store: JobStore, scope: str):
         """A Prometheus registry of what `scope` may see (service.auth.metrics_scope)."""
-        return make_registry(store, lambda s: gpu_memory_rows(self.cluster.inventory(), held_gpus(s)),
+        return make_registry(store, lambda s: gpu_memory_rows(self.cluster.inventory(), s),
                              self.settings.metrics_job_retention_hours, scope)
 
     @contextlib.asynccontextmanager
@@ -60,7 +60,7 @@ def build_app(settings: Settings, api_url: str, cluster=None, run_scheduler: boo
     make_sqlite_private(settings.database)
     upgrade(settings.database)
     store = JobStore(make_engine(settings.database))
-    cluster = cluster or RayCluster(settings.ray_address, settings.ray_dashboard_url)
+    cluster = cluster or RayCluster(settings.ray_address, settings.ray_dashboard_url, settings.cpu_device_memory_bytes)
     scheduler = Scheduler(store, settings, cluster, api_url) if run_scheduler else None
     return create_app(settings, store, Services(cluster, scheduler, settings))
 

@@ -42,6 +42,8 @@ class Settings(LocalSettings):
     scheduler_interval_seconds: float = 1.0
     planning_threads: int = Field(default=2, ge=1)  # jobs profiled and planned at once, beside the scheduler's loop
     planning_timeout_seconds: float = Field(default=600, gt=0)  # a job still planning after this fails
+    # the CPU as one device: the memory jobs are packed into (default: the host's); set it to share less
+    cpu_device_memory_bytes: int | None = Field(default=None, gt=0)
     max_replans: int = Field(default=3, ge=0)  # re-plans after running out of memory before a job fails (oom)
     metrics_job_retention_hours: float = 24.0  # finished jobs keep their /metrics series this long
 

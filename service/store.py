@@ -34,7 +34,7 @@ class Page:
 
 
 # what a state change may set beside the state; the state's own columns (cause, started_at, ...) are _move's
-MOVE_FIELDS = frozenset({"message", "ray_job_id", "gpus", "gpu_type"})
+MOVE_FIELDS = frozenset({"message", "ray_job_id", "gpus", "gpu_type", "placement"})
 JOB_ID = re.compile(r"^j[0-9a-f]{16}$")
 
 

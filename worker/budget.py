@@ -60,8 +60,8 @@ def _report(sink, evidence: MemoryEvidence, message: str):
 class CapCallback(TrainerCallback):
     """Keeps the cap's position (step and phase) and hands each step's measured peak to the meter."""
 
-    def __init__(self, cap: MemoryCap, meter):
-        self.cap, self.meter = cap, meter
+    def __init__(self, cap: MemoryCap, meter, reserved_bytes: int):
+        self.cap, self.meter, self.reserved_bytes = cap, meter, reserved_bytes
         self.steady_step: int | None = None  # the step whose peak is held against the safety line
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
@@ -81,7 +81,7 @@ class CapCallback(TrainerCallback):
         if peak is not None:
             self.meter.step_peak_bytes = max(self.meter.step_peak_bytes or 0, peak)
         if state.global_step == self.steady_step and state.global_step < state.max_steps and \
-                self.cap.check_safety_line(self.meter.predicted_peak_bytes):
+                self.cap.check_safety_line(self.meter.predicted_peak_bytes, self.reserved_bytes):
             control.should_save = control.should_training_stop = True  # resume from here under a lighter plan
 
 

@@ -42,14 +42,14 @@ def main(job_file: str) -> int:
     shipper = Shipper(spool, config.api_url, config.job_id, config.worker_token).start()
     # the cluster the service named, by address: `auto` may find another installation's head on this host
     ensure_ray(config.ray_address)
-    job = WorkerJob(config.plan, config.output_dir, str(folder / "work"))
+    job = WorkerJob(config.plan, config.output_dir, str(folder / "work"), memory_cap_bytes=config.memory_cap_bytes)
     # the same inventory the scheduler planned on; a re-plan keeps the plan's GPUs and budget
     replanner = spec_replanner(parse_job(config.spec), inventory()[0]) if config.spec is not None else None
     failed = None
     try:
         run_with_recovery(RayRun(job, storage_path=str(folder / "ray"), name=config.job_id,
-                                 accelerator_type=config.accelerator_type), JsonlSink(spool), replanner,
-                          config.max_replans)
+                                 accelerator_type=config.accelerator_type, device_share=config.device_share),
+                          JsonlSink(spool), replanner, config.max_replans)
     except Exception as error:  # the run failed: ship what it wrote, then fail the Ray job
         failed = error
     stored = shipper.drain(DRAIN_SECONDS)

@@ -131,13 +131,14 @@ class MemoryCap:
     def step_peak(self) -> int | None:
         return self.cpu.step_peak if self.cpu is not None else None
 
-    def check_safety_line(self, predicted_bytes: int) -> bool:
-        """After a steady step: True (and `pressure` set) when its peak passed the safety line."""
+    def check_safety_line(self, predicted_bytes: int, reserved_bytes: int) -> bool:
+        """After a steady step: True (and `pressure` set) when its peak passed the safety line: the share of the
+        cap, but never below what the plan reserved (estimate + margin: a packed job's cap is exactly that)."""
         if self.safety is None:
             return False
         peak = self.cpu.step_peak if self.cpu is not None else torch.cuda.max_memory_reserved(self.device)
-        line = int(self.limit * self.safety)
-        if peak <= line:
+        line = max(int(self.limit * self.safety), reserved_bytes)
+        if peak <= line or line >= self.limit:
             return False
         self.pressure = MemoryEvidence(kind="pressure", step=self.position.step, phase="step", in_use_bytes=int(peak),
                                        requested_bytes=0, limit_bytes=line, peak_bytes=int(peak),

@@ -78,17 +78,22 @@ class RayRun:
     # tests inject faults (tests/worker/faults.py); the service and `effft run` add none
     callbacks: tuple[TrainerCallback, ...] = ()
     attempt: int = 0  # how many times this run was re-planned (worker/recovery.py)
+    device_share: float | None = None  # packed: the share of each GPU (or of the CPU's cores) to ask Ray for
 
     @property
     def on_gpu(self) -> bool:
         return self.job.plan.gpu != "cpu"
 
     def scaling(self) -> ScalingConfig:
-        workers = self.job.plan.gpus
+        workers, share = self.job.plan.gpus, self.device_share
         if self.on_gpu:
-            return ScalingConfig(num_workers=workers, use_gpu=True, accelerator_type=self.accelerator_type)
-        # Ray sets a worker's torch threads to its CPUs: give the CPU workers the whole cluster
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
+            # packed: Ray's fractional GPUs never sum past 1 on a device, as the held bytes never pass its memory
+            extra = {} if share is None else {"resources_per_worker": {"GPU": share}}
+            return ScalingConfig(num_workers=workers, use_gpu=True, accelerator_type=self.accelerator_type, **extra)
+        # Ray sets a worker's torch threads to its CPUs: give the CPU workers the whole cluster, or a packed job
+        # the share of its cores that its share of the memory is
+        total = int(ray.cluster_resources().get("CPU", 1))
+        cpus = max(1, total // workers) if share is None else round(max(1e-4, total * share), 4)
         return ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": cpus})
 
 

@@ -36,6 +36,7 @@ class WorkerJob:
     work_dir: str  # the Trainer's checkpoints on this node
     fresh_optimizer: bool = False  # a re-plan changed the optimizer: resume the weights, not its old state
     memory_safety: float | None = 0.95  # a steady step above this share of the budget re-plans; None: never
+    memory_cap_bytes: int | None = None  # a packed job's share of its device; None: the plan's whole budget
 
     @property
     def settings(self) -> RunSettings:
@@ -144,12 +145,12 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
                     "micro_batch_size": settings.micro_batch_size,
                     "gradient_accumulation_steps": settings.gradient_accumulation_steps})
     position = StepPosition()
-    cap = MemoryCap(job.plan.memory.budget, device, position, job.memory_safety)
+    cap = MemoryCap(job.memory_cap_bytes or job.plan.memory.budget, device, position, job.memory_safety)
     trainer = wrap_trainer(CappedTrainer(
         position, sink, model=model, args=training_arguments(job, steps, device, bool(eval_blocks)),
         train_dataset=train_blocks, eval_dataset=eval_blocks or None, data_collator=default_data_collator,
-        callbacks=[MetricsCallback(sink, meter), *_tensor_peak(device, meter), CapCallback(cap, meter),
-                   *callbacks]))
+        callbacks=[MetricsCallback(sink, meter), *_tensor_peak(device, meter),
+                   CapCallback(cap, meter, job.plan.memory.budgeted), *callbacks]))
     if ranks.world == 1:
         _no_ddp_for_one_process(trainer)
     reset_peak_memory(device)

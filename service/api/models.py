@@ -105,12 +105,27 @@ class MetricsPublic(BaseModel):
     items: list[MetricPublic]
 
 
+class DeviceJobPublic(BaseModel):
+    id: str
+    held_bytes: int  # its placement: predicted peak + margin + the per-process overhead
+    used_bytes: int | None  # its latest measured peak
+
+
+class DevicePublic(BaseModel):
+    index: int
+    whole: bool  # an exclusive (or multi-GPU) job has it
+    held_bytes: int
+    used_bytes: int
+    jobs: list[DeviceJobPublic]
+
+
 class NodePublic(BaseModel):
     node: str
     gpu: str
     count: int
     memory_bytes: int
-    free: int | None
+    free: int | None  # devices no job holds any of
+    devices: list[DevicePublic] = []
 
 
 class InventoryPublic(BaseModel):

@@ -35,7 +35,7 @@ def calibration(local: Annotated[bool, typer.Option("--local", help="this machin
 
 
 def inventory() -> None:
-    """The cluster's GPUs per node: type, count, memory, free."""
+    """The cluster's GPUs per node: type, count, memory, free; per device the jobs packed onto it."""
     from service.client import ClientError
 
     try:
@@ -49,3 +49,15 @@ def inventory() -> None:
         table.add_row(node["node"], node["gpu"], str(node["count"]), size_text(node["memory_bytes"]),
                       str(node["free"]))
     console.print(table)
+    devices = Table(title="Jobs on each device (held: their plans' share; used: their latest measured peak)")
+    for column in ("device", "jobs", "held", "used", "of"):
+        devices.add_column(column)
+    for node in nodes:
+        for device in node.get("devices", []):
+            if device["jobs"]:
+                jobs = ", ".join(job["id"] for job in device["jobs"]) + (" (whole)" if device["whole"] else "")
+                devices.add_row(f"{node['node']}/{node['gpu']}/{device['index']}", jobs,
+                                size_text(device["held_bytes"]), size_text(device["used_bytes"]),
+                                size_text(node["memory_bytes"]))
+    if devices.row_count:
+        console.print(devices)

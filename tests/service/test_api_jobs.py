@@ -260,9 +260,12 @@ def test_a_dry_run_for_a_model_that_cannot_be_read_is_422(client, spec, tmp_path
 
 def test_inventory_lists_the_clusters_nodes_with_what_is_free(client, store, spec):
     nodes = client.get("/v1/inventory", headers=ALICE).json()["nodes"]
-    assert nodes == [{"node": "local", "gpu": CPU, "count": 1, "memory_bytes": 16 * 2**30, "free": 1}]
-    make_running(store, submitted(client, spec))
-    assert client.get("/v1/inventory", headers=ALICE).json()["nodes"][0]["free"] == 0
+    assert nodes == [{"node": "local", "gpu": CPU, "count": 1, "memory_bytes": 16 * 2**30, "free": 1,
+                      "devices": [{"index": 0, "whole": False, "held_bytes": 0, "used_bytes": 0, "jobs": []}]}]
+    job_id = submitted(client, spec)
+    make_running(store, job_id)  # placed before packing existed: it holds the device whole
+    node = client.get("/v1/inventory", headers=ALICE).json()["nodes"][0]
+    assert node["free"] == 0 and node["devices"][0]["whole"] and node["devices"][0]["jobs"][0]["id"] == job_id
 
 
 def test_healthz_answers_without_a_token(client):

@@ -73,13 +73,16 @@ def test_a_queued_job_is_planned_and_submitted(scheduler, store, cluster, queue,
     assert len(cluster.submitted) == 1 and store.get(job_id).state == State.RUNNING
 
 
-def test_a_second_job_waits_for_the_only_gpu_and_starts_when_it_is_free(scheduler, store, cluster, queue):
-    first, second = queue("first"), queue("second")
+def test_a_second_exclusive_job_waits_for_the_only_gpu_and_starts_when_it_is_free(scheduler, store, cluster,
+                                                                                   queue):
+    whole = {"exclusive": True}
+    first, second = queue("first", resources=whole), queue("second", resources=whole)
     scheduler.tick(wait=60)
     assert store.get(first).state == State.RUNNING
+    assert store.get(first).placement["exclusive"] and "resources.exclusive" in store.events(first)[-1].reason
     waiting = store.get(second)
     assert waiting.state == State.WAITING and waiting.plan is not None
-    assert "0 free" in store.events(second)[-1].reason
+    assert "needs 1 whole cpu, 0 free" in store.events(second)[-1].reason
     scheduler.tick(wait=60)
     assert store.get(second).state == State.WAITING
     cluster.statuses[ray_id(first)] = "SUCCEEDED"
@@ -187,7 +190,7 @@ def test_a_cancelled_job_that_finished_first_ends_succeeded(scheduler, store, cl
 
 
 def test_a_cancelled_waiting_job_is_never_submitted(scheduler, store, cluster, queue):
-    first, second = queue("first"), queue("second")
+    first, second = queue("first", resources={"exclusive": True}), queue("second", resources={"exclusive": True})
     scheduler.tick(wait=60)
     assert store.transition(second, State.WAITING, State.CANCELLED)
     cluster.statuses[ray_id(first)] = "SUCCEEDED"
