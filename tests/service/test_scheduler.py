@@ -8,13 +8,14 @@ import time
 
 import pytest
 
+from planner.catalog import Inventory, cpu_with_memory
 from planner.plan import load_plan
 from service.db import make_engine
 from service.migrate import upgrade
 from service.scheduler import Scheduler
 from service.states import State
 from service.store import JobStore
-from tests.service.conftest import job_spec, write_jsonl
+from tests.service.conftest import FakeCluster, job_spec, write_jsonl
 from worker.job_file import JobFile
 
 
@@ -372,3 +373,48 @@ def test_a_new_plan_is_calibrated_by_the_runs_the_store_measured(scheduler, stor
     assert "from 1 run of" in said.reason
     assert second.memory.total == pytest.approx(first.memory.total * 1.2 ** (1 / 1.02), rel=0.01)
     assert second.throughput.tokens_per_second == pytest.approx(first.throughput.tokens_per_second * 0.5 ** (1 / 1.02))
+
+
+# -- packing by predicted memory (service/packing.py) ---------------------------------------------------
+
+GB = 10**9
+
+
+def packing_scheduler(store, settings, capacity: int) -> tuple[Scheduler, FakeCluster]:
+    cluster = FakeCluster(Inventory.single(cpu_with_memory(capacity), 1))
+    return Scheduler(store, settings, cluster, "http://testserver"), cluster
+
+
+def test_three_small_jobs_share_the_cpu_and_a_fourth_waits_for_room(store, settings, queue):
+    probe, _ = packing_scheduler(store, settings, 3 * GB)
+    first = queue("first")
+    probe.tick(wait=60)
+    held = store.get(first).placement["held_bytes"]
+    # room for exactly three of these: the fourth waits
+    scheduler, cluster = packing_scheduler(store, settings, 3 * held + held // 2)
+    others = [queue(name) for name in ("second", "third", "fourth")]
+    scheduler.tick(wait=60)
+    scheduler.tick(wait=60)
+    states = {job_id: store.get(job_id).state for job_id in (first, *others)}
+    assert [states[j] for j in (first, *others[:2])] == [State.RUNNING] * 3
+    assert states[others[2]] == State.WAITING
+    assert "on one cpu; the most any has free is" in store.events(others[2])[-1].reason
+    placement = store.get(others[1]).placement
+    assert placement["held_bytes"] == held and not placement["exclusive"] and len(placement["neighbours"]) == 2
+    assert "packed onto local/cpu/0" in [e.reason for e in store.events(others[1]) if e.to_state == "running"][0]
+    # the driver is told its share and its cap (the plan's estimate + margin)
+    config = json.loads((settings.data_dir.resolve() / "runs" / others[1] / "job.json").read_text())
+    plan = store.get(others[1]).plan
+    assert config["memory_cap_bytes"] == plan["memory"]["budgeted"] and 0 < config["device_share"] < 0.34
+    cluster.statuses[ray_id(first)] = "SUCCEEDED"
+    scheduler.tick(wait=60)
+    assert store.get(others[2]).state == State.RUNNING
+
+
+def test_an_exclusive_job_waits_for_an_empty_device_even_with_room_on_it(store, settings, queue):
+    scheduler, cluster = packing_scheduler(store, settings, 8 * GB)
+    small, whole = queue("small"), queue("whole", resources={"exclusive": True})
+    scheduler.tick(wait=60)
+    scheduler.tick(wait=60)
+    assert store.get(small).state == State.RUNNING and store.get(whole).state == State.WAITING
+    assert "needs 1 whole cpu, 0 free" in store.events(whole)[-1].reason
