@@ -61,7 +61,8 @@ def _job_view(job: Job, latest: StepMetric | None) -> dict:
     return {**_identity(job), "message": job.message, "created_at": _time(job.created_at),
             "updated_at": _time(job.updated_at), "started_at": _time(job.started_at),
             "finished_at": _time(job.finished_at), "ray_job_id": job.ray_job_id, "gpus": job.gpus,
-            "gpu_type": job.gpu_type, "progress": progress, "summary": job.summary, "spec": job.spec}
+            "gpu_type": job.gpu_type, "placement": job.placement, "progress": progress, "summary": job.summary,
+            "spec": job.spec}
 
 
 def job_view(job: Job, latest: StepMetric | None = None) -> dict:

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,8 +35,16 @@ from worker.train import WorkerJob, train
 HF_CHECKPOINT = "checkpoint"  # the Trainer's folder inside each Ray checkpoint
 
 
+_CONNECTING = threading.Lock()  # the service's planning threads may all ask for the cluster at once
+
+
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to RAY_ADDRESS / `address`, or start a local Ray for this process."""
+    """Connect to RAY_ADDRESS / `address`, or start a local Ray for this process (once, whichever thread asks)."""
+    with _CONNECTING:
+        _connect(address, num_cpus)
+
+
+def _connect(address: str | None, num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
     set_defaults(TRAIN_ENV)

@@ -59,6 +59,8 @@ class JobPublic(BaseModel):
     ray_job_id: str | None = None
     gpus: int | None = None
     gpu_type: str | None = None
+    placement: JsonObject | None = Field(default=None, description="where the scheduler packed it: devices, bytes "
+                                         "held, the share of each device, the cap the worker holds itself to")
     progress: ProgressPublic | None = None
     summary: JsonObject | None = Field(default=None, description="the worker's run summary, once it has ended")
     spec: Annotated[JsonObject | None, WithJsonSchema({"anyOf": [{"$ref": "#/components/schemas/JobSpec"},
