@@ -50,7 +50,7 @@ class RunSettings(PlanModel):
     attention: Literal["sdpa", "flash_attention_2", "eager"]
     training: TrainingSpec
     resources: ResolvedResources
-    objective: Literal["fastest", "least_memory"]
+    objective: Literal["fastest", "least_memory", "throughput"]
     output: OutputSpec
     sharding: Literal["none", "ddp", "fsdp"]
     gradient_accumulation_steps: int = Field(ge=1)

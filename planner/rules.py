@@ -42,3 +42,5 @@ STATIC_LADDER: tuple[Rung, ...] = (
 AUTO_SKIPS = {"full-fsdp"}
 
 MIN_THROUGHPUT_GAIN = 0.03  # a larger micro-batch must raise predicted tokens/s by 3 % to be taken
+# objective throughput (a busy cluster): a smaller micro-batch may cost the job this much of its tokens/s
+THROUGHPUT_COST = 0.10

@@ -12,7 +12,7 @@ from planner.layer_walk import estimate_activations
 from planner.memory import MemoryBreakdown, estimate_memory
 from planner.plan import Decision, ParamCounts, Plan, PlanMemory, PlanThroughput
 from planner.profile import ModelProfile
-from planner.rules import AUTO_SKIPS, MIN_THROUGHPUT_GAIN, STATIC_LADDER, Rung
+from planner.rules import AUTO_SKIPS, MIN_THROUGHPUT_GAIN, STATIC_LADDER, THROUGHPUT_COST, Rung
 from planner.settings_out import worker_settings
 from planner.setup import RunSetup
 from planner.spec import JobSpec
@@ -216,6 +216,7 @@ def _batch_step(ctx: PlanContext, run: RunSetup) -> RunSetup:
         best = run.with_(micro_batch=1, grad_accum=per_gpu)
         best_tps = _throughput(best).tokens_per_second
         reason = f"micro-batch 1 gives {best_tps:,.0f} tokens/s"
+        evaluated = [(best, best_tps)]
         if spec.objective != "least_memory":
             for mb in (m for m in range(2, per_gpu + 1) if per_gpu % m == 0):
                 candidate = run.with_(micro_batch=mb, grad_accum=per_gpu // mb)
@@ -228,9 +229,12 @@ def _batch_step(ctx: PlanContext, run: RunSetup) -> RunSetup:
                     reason += f"; {mb} would give only {tps:,.0f} (< +{MIN_THROUGHPUT_GAIN:.0%}): math-bound"
                     break
                 best, best_tps = candidate, tps
+                evaluated.append((candidate, tps))
                 reason += f"; {mb} gives {tps:,.0f}"
         else:
             reason += "; objective least_memory keeps it at 1"
+        if spec.objective == "throughput":
+            best, best_tps, reason = _lighter_for_sharing(ctx, evaluated, best, best_tps, reason)
         ctx.decide("1->n", "micro_batch_size", best.micro_batch, reason, tokens_per_second=best_tps)
     best = best.with_(grad_accum=per_gpu // best.micro_batch)
     ok, memory = ctx.fits(best)
@@ -246,6 +250,20 @@ def _batch_step(ctx: PlanContext, run: RunSetup) -> RunSetup:
         ctx.decide("1->n", "sharding", run.sharding, "FSDP: the static part does not fit replicated"
                    if run.sharding == "fsdp" else f"DDP: a replica per GPU, {ctx.gpus}x the samples per step")
     return best
+
+
+def _lighter_for_sharing(ctx: PlanContext, evaluated, best: RunSetup, best_tps: float, reason: str):
+    """objective throughput: the smallest micro-batch within THROUGHPUT_COST of the fastest, so that packed
+    jobs leave more room beside them."""
+    for candidate, tps in evaluated:
+        if tps >= best_tps * (1 - THROUGHPUT_COST):
+            if candidate.micro_batch != best.micro_batch:
+                held, fastest = ctx.fits(candidate)[1].budgeted, ctx.fits(best)[1].budgeted
+                reason += (f"; objective throughput takes {candidate.micro_batch}: {tps:,.0f} tokens/s is "
+                           f"{tps / best_tps:.0%} of micro-batch {best.micro_batch}'s, in {size_text(held)} "
+                           f"instead of {size_text(fastest)}, leaving room to pack other jobs beside it")
+            return candidate, tps, reason
+    return best, best_tps, reason
 
 
 def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget_override: int | None = None,

@@ -1,0 +1,36 @@
+"""objective throughput: a smaller memory share for at most 10 % of the job's predicted tokens/s, said in numbers."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from planner.errors import InfeasibleError
+from planner.rules import THROUGHPUT_COST
+from tests.planner.test_decisions import MODELS, plan
+
+
+@settings(max_examples=40, deadline=None)
+@given(model=st.sampled_from(sorted(MODELS)), gpu=st.sampled_from(["A10G", "L4", "A100-80GB", "H100-80GB", "H200"]),
+       method=st.sampled_from(["auto", "lora", "full"]), seq_len=st.sampled_from([256, 512, 1024, 2048]))
+def test_throughput_never_costs_more_than_its_share_and_never_holds_more(model, gpu, method, seq_len):
+    try:
+        fastest = plan(model, gpu, method=method, seq_len=seq_len)
+    except InfeasibleError:
+        return
+    shared = plan(model, gpu, method=method, seq_len=seq_len, objective="throughput")
+    assert shared.settings.micro_batch_size <= fastest.settings.micro_batch_size
+    assert shared.memory.budgeted <= fastest.memory.budgeted
+    assert shared.throughput.tokens_per_second >= fastest.throughput.tokens_per_second * (1 - THROUGHPUT_COST)
+    effective = [p.settings.micro_batch_size * p.settings.gradient_accumulation_steps for p in (fastest, shared)]
+    assert effective[0] == effective[1]
+    if shared.settings.micro_batch_size != fastest.settings.micro_batch_size:
+        reason = next(d.reason for d in shared.decisions if d.setting == "micro_batch_size")
+        assert f"objective throughput takes {shared.settings.micro_batch_size}" in reason
+
+
+def test_a_math_bound_job_gives_up_its_largest_micro_batch_for_room():
+    fastest = plan("1B", "H100-80GB", method="lora", seq_len=512)
+    shared = plan("1B", "H100-80GB", method="lora", seq_len=512, objective="throughput")
+    assert shared.settings.micro_batch_size < fastest.settings.micro_batch_size
+    assert shared.memory.budgeted < fastest.memory.budgeted
