@@ -71,3 +71,44 @@ def test_three_jobs_run_packed_together_and_a_fourth_waits_for_room(packed_serve
         assert placement["held_bytes"] * 3 <= packed_server["capacity"] and not placement["exclusive"]
         steps = get(packed_server["url"], packed_server["token"], f"/v1/jobs/{job_id}/metrics")["items"]
         assert steps and all(s["memory_step_peak_bytes"] <= placement["cap_bytes"] for s in steps)
+
+
+def under_estimating_history(server, job_yaml) -> None:
+    """A finished run in the server's store that measured 60 % of the raw estimate: calibration will shrink the
+    next full fine-tune's estimate, so its packed share (its cap) is too small by design."""
+    from planner import Inventory, cpu_with_memory, load_job, plan_job
+    from service.db import make_engine
+    from service.store import JobStore
+
+    spec = load_job(job_yaml)
+    plan = plan_job(spec, Inventory.single(cpu_with_memory(server["capacity"]), 1), seq_len=64)
+    store = JobStore(make_engine(f"sqlite:///{server['data'] / 'effft.db'}"))
+    job, _ = store.submit("admin", {"name": "history", "model": "m", "dataset": {"path": "d"}})
+    store.set_plan(job.id, plan.to_dict())
+    store.save_records(job.id, [], {"memory_peak_bytes": int(plan.memory.total * 0.6),
+                                    "tokens_per_second": plan.throughput.tokens_per_second}, None)
+    store.engine.dispose()
+
+
+def test_a_job_over_its_cap_is_replanned_while_its_neighbours_run_on_untouched(packed_server, effft_bin):
+    import yaml
+
+    wrong = lora_job(packed_server, "wrong", 8)
+    job = yaml.safe_load(wrong.read_text())
+    job.update({"method": "full", "seq_len": 64})
+    wrong.write_text(yaml.safe_dump(job))
+    under_estimating_history(packed_server, wrong)
+    paths = [lora_job(packed_server, "left", 12), wrong, lora_job(packed_server, "right", 12)]
+    job_ids = [run_cli(effft_bin, packed_server["env"], "submit", str(path)).stdout.split("submitted ")[1].split()[0]
+               for path in paths]
+    jobs = wait_all(packed_server, job_ids)
+    assert [jobs[j]["state"] for j in job_ids] == ["succeeded"] * 3, [jobs[j]["message"] for j in job_ids]
+    notes = [e["reason"] for e in get(packed_server["url"], packed_server["token"], f"/v1/jobs/{job_ids[1]}/events")
+             ["items"] if e["from"] == e["to"]]
+    assert any("out of memory at step" in note and "effective batch 16 unchanged" in note for note in notes), notes
+    spans = {job_id: interval(packed_server, job_id)[:2] for job_id in job_ids}
+    assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values())  # they ran side by side
+    for neighbour in (job_ids[0], job_ids[2]):  # every step once, from the first attempt: nothing restarted
+        steps = get(packed_server["url"], packed_server["token"], f"/v1/jobs/{neighbour}/metrics")["items"]
+        assert [s["step"] for s in steps] == list(range(1, 13))
+        assert {s["plan_attempt"] for s in steps} == {0} and {s["attempt"] for s in steps} == {0}
