@@ -61,14 +61,19 @@ def test_parquet_and_folders_load(tokenizer, tmp_path):
     assert data.format == "chat" and len(data.train) == 3
 
 
-def test_packing_fills_blocks_and_keeps_every_token_once():
+def test_packing_fills_blocks_and_drops_the_short_tail():
     examples = [Example([1, 2, 3], [IGNORE_INDEX, 2, 3]), Example([4, 5, 6, 7, 8], [4, 5, 6, 7, 8]),
                 Example([9, 10], [IGNORE_INDEX, 10])]
     blocks = pack(examples, seq_len=4, pad_id=0)
-    assert [b["input_ids"] for b in blocks] == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 0, 0]]
-    masked = IGNORE_INDEX
-    assert [b["labels"] for b in blocks] == [[masked, 2, 3, 4], [5, 6, 7, 8], [masked, 10, masked, masked]]
-    assert blocks[-1]["attention_mask"] == [1, 1, 0, 0]
+    # every block full: a padded one would make its step build an attention mask the plan does not count
+    assert [b["input_ids"] for b in blocks] == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert [b["labels"] for b in blocks] == [[IGNORE_INDEX, 2, 3, 4], [5, 6, 7, 8]]
+    assert all(b["attention_mask"] == [1, 1, 1, 1] for b in blocks)
+
+
+def test_packing_keeps_a_short_dataset_as_one_padded_block():
+    blocks = pack([Example([1, 2, 3], [IGNORE_INDEX, 2, 3])], seq_len=4, pad_id=0)
+    assert [b["input_ids"] for b in blocks] == [[1, 2, 3, 0]] and blocks[0]["attention_mask"] == [1, 1, 1, 0]
 
 
 def test_padding_truncates_and_drops_examples_with_no_trained_token_left():
