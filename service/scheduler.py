@@ -242,6 +242,7 @@ class Scheduler:
                          ray_address=getattr(self.cluster, "address", None),
                          confinement=ConfinementFile.of(confinement(self.settings, job.owner)),
                          spec=job.spec, max_replans=self.settings.max_replans,
+                         memory_safety_line=self.settings.memory_safety_line,
                          device_share=placement["device_share"], memory_cap_bytes=placement["cap_bytes"])
         path = folder / "job.json"
         write_secret(path, config.to_json())  # it holds the job's worker token

@@ -45,6 +45,7 @@ class JobFile(BaseModel):
     confinement: ConfinementFile | None = None
     spec: dict | None = None  # the job as submitted: what a re-plan after running out of memory starts from
     max_replans: int = 3  # re-plans after running out of memory before the job fails with cause oom
+    memory_safety_line: float = 0.95  # a steady step above this share of the budget is re-planned first
     device_share: float | None = None  # the share of each device the job was packed into; None: whole devices
     memory_cap_bytes: int | None = None  # what the worker holds itself to there; None: the plan's budget
 
