@@ -41,6 +41,16 @@ class PlanContext:
         return memory.budgeted <= self.budget, memory
 
 
+def check_sharding(spec: JobSpec, gpus: int) -> None:
+    """A pinned sharding must match the GPU count it runs on."""
+    if spec.sharding in ("ddp", "fsdp") and gpus < 2:
+        raise SpecError([FieldProblem("sharding", spec.sharding, f"shards over 2 or more GPUs and this job has "
+                                      f"{gpus}; set resources.gpus: 2 or more, or sharding: auto")])
+    if spec.sharding == "none" and gpus > 1:
+        raise SpecError([FieldProblem("sharding", "none", f"runs on one GPU and this job has {gpus}; set "
+                                      "resources.gpus: 1, or sharding: auto")])
+
+
 def choose_gpus(spec: JobSpec, inventory: Inventory, ctx_decisions: list[Decision]) -> tuple[GpuSpec, int]:
     types = inventory.types()
     if not types:

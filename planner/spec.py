@@ -123,6 +123,8 @@ class JobSpec(StrictModel):
     resources: ResourcesSpec = ResourcesSpec()
     # throughput: give up < 10 % of this job's tokens/s for a smaller memory share (more jobs packed per GPU)
     objective: Literal["fastest", "least_memory", "throughput"] = "fastest"
+    # auto: replicate (DDP) where a replica fits, else FSDP; ddp / fsdp need resources.gpus >= 2; none: one GPU
+    sharding: Literal["auto", "none", "ddp", "fsdp"] = "auto"
     output: OutputSpec = OutputSpec()
 
     @model_validator(mode="before")

@@ -6,7 +6,7 @@ from planner.adapters import AdapterPlan, ia3_plan, lora_plan
 from planner.attention_choice import attention_for, check_attention
 from planner.calibration import EMPTY, CalibrationTable
 from planner.catalog import Inventory
-from planner.context import PlanContext, checkpoint_interval, choose_gpus
+from planner.context import PlanContext, check_sharding, checkpoint_interval, choose_gpus
 from planner.errors import FieldProblem, InfeasibleError, SpecError
 from planner.layer_walk import estimate_activations
 from planner.memory import MemoryBreakdown, estimate_memory
@@ -75,6 +75,8 @@ def _ladder(ctx: PlanContext) -> list[Rung]:
             rung = Rung(rung.name.replace("lora", "ia3"), "ia3", rung.sharding, rung.optimizer,
                         rung.multi_gpu_only, "IA3: learned scaling vectors on a frozen 16-bit base")
         if spec.method not in ("auto", rung.method):
+            continue
+        if spec.sharding != "auto" and (rung.sharding == "fsdp") != (spec.sharding == "fsdp"):
             continue
         if spec.optimizer != "auto":
             rung = Rung(rung.name, rung.method, rung.sharding, spec.optimizer, rung.multi_gpu_only, rung.why)
@@ -246,7 +248,9 @@ def _batch_step(ctx: PlanContext, run: RunSetup) -> RunSetup:
                               memory.budgeted, ctx.budget)
     ctx.decide("1->n", "gradient_accumulation_steps", best.grad_accum,
                f"{best.micro_batch} x {best.grad_accum} steps x {dp} GPU(s) = effective batch {effective}")
-    if run.sharding != "none":
+    if spec.sharding != "auto":
+        ctx.decide("1->n", "sharding", run.sharding, "pinned", pinned=True)
+    elif run.sharding != "none":
         ctx.decide("1->n", "sharding", run.sharding, "FSDP: the static part does not fit replicated"
                    if run.sharding == "fsdp" else f"DDP: a replica per GPU, {ctx.gpus}x the samples per step")
     return best
@@ -271,6 +275,7 @@ def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget
     decisions: list[Decision] = []
     check_attention(spec, profile.arch)
     gpu, count = choose_gpus(spec, inventory, decisions)
+    check_sharding(spec, count)
     budget = budget_override or int(gpu.memory_bytes * spec.resources.max_memory_fraction) - gpu.context_bytes
     ctx = PlanContext(spec, profile, gpu, count, budget, calibration, budget_override, decisions)
     if spec.seq_len != "auto":

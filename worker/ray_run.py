@@ -177,8 +177,11 @@ def _train_loop(config: dict) -> None:
         if resume is not None:
             shutil.rmtree(Path(resume).parent, ignore_errors=True)  # the local copy of Ray's checkpoint
     shutil.rmtree(job.work_dir, ignore_errors=True)  # the Trainer's own checkpoints: Ray holds the ones that count
+    # each rank's own measured peak beside the plan's per-rank prediction: sharded plans are checked per rank
     ray.train.report({"final": True, "rank": ray.train.get_context().get_world_rank(), "step": summary["step"],
-                      "weights_checksum": summary["weights_checksum"]}, checkpoint=None)
+                      "weights_checksum": summary["weights_checksum"],
+                      "memory_peak_bytes": summary["memory_peak_bytes"],
+                      "memory_predicted_bytes": summary["memory_predicted_bytes"]}, checkpoint=None)
 
 
 def _train_attempt(run: RayRun, job: WorkerJob, sink, callbacks, resume: str | None) -> dict:

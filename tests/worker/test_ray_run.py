@@ -76,3 +76,28 @@ def test_a_run_started_again_after_its_driver_failed_resumes_from_ray_storage(ti
     second = records[[i for i, r in enumerate(records) if r["kind"] == "start"][-1]:]
     assert second[0]["resumed_from"]
     assert [r["step"] for r in second if r["kind"] == "step"] == list(range(5, 13))
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_fsdp_over_two_workers_trains_identical_ranks_and_writes_a_loadable_output_once(tiny_model, datasets,
+                                                                                         tmp_path, method):
+    plan = make_plan(tiny_model, datasets["chat"], gpus=2, method=method, sharding="fsdp",
+                     gradient_checkpointing=True)
+    assert plan.settings.sharding == "fsdp" and plan.gpus == 2
+    records, result = ray_run(plan, tmp_path)
+    assert result.error is None
+    ranks = next(r for r in records if r["kind"] == "ranks")["ranks"]
+    assert [r["step"] for r in ranks] == [12, 12] and ranks[0]["weights_checksum"] == ranks[1]["weights_checksum"]
+    # each rank measured its own peak, reported beside the plan's per-rank prediction
+    errors = [r["memory_peak_bytes"] / r["memory_predicted_bytes"] - 1 for r in ranks]
+    print(f"FSDP {method}: per-rank measured / predicted - 1: {[f'{e:+.1%}' for e in errors]}")
+    assert all(r["memory_peak_bytes"] > 0 for r in ranks)
+    out = tmp_path / "out"
+    if method == "full":
+        from transformers import AutoModelForCausalLM
+
+        assert AutoModelForCausalLM.from_pretrained(out).num_parameters() == plan.params.total
+    else:
+        from peft import PeftConfig
+
+        assert PeftConfig.from_pretrained(out).r == plan.settings.lora.r
