@@ -1,4 +1,5 @@
-"""objective throughput: a smaller memory share for at most 10 % of the job's predicted tokens/s, said in numbers."""
+"""objective throughput (a smaller memory share for at most 10 % of the job's tokens/s, said in numbers);
+a pinned sharding."""
 
 from __future__ import annotations
 
@@ -34,3 +35,18 @@ def test_a_math_bound_job_gives_up_its_largest_micro_batch_for_room():
     shared = plan("1B", "H100-80GB", method="lora", seq_len=512, objective="throughput")
     assert shared.settings.micro_batch_size < fastest.settings.micro_batch_size
     assert shared.memory.budgeted < fastest.memory.budgeted
+
+
+def test_a_pinned_sharding_is_kept_and_must_match_the_gpu_count():
+    import pytest
+
+    from planner.errors import SpecError
+
+    sharded = plan("7B", "A100-80GB", gpus=2, method="lora", sharding="fsdp")
+    assert sharded.settings.sharding == "fsdp"
+    assert next(d for d in sharded.decisions if d.setting == "sharding").pinned
+    assert plan("7B", "A100-80GB", gpus=2, method="lora", sharding="ddp").settings.sharding == "ddp"
+    with pytest.raises(SpecError, match=r"sharding = 'fsdp'.*resources.gpus: 2 or more"):
+        plan("7B", "A100-80GB", gpus=1, method="lora", sharding="fsdp")
+    with pytest.raises(SpecError, match=r"sharding = 'none'.*resources.gpus: 1"):
+        plan("7B", "A100-80GB", gpus=2, method="lora", sharding="none")

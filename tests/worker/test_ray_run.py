@@ -78,7 +78,7 @@ def test_a_run_started_again_after_its_driver_failed_resumes_from_ray_storage(ti
     assert [r["step"] for r in second if r["kind"] == "step"] == list(range(5, 13))
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("method", [pytest.param("full", marks=pytest.mark.slow), "lora"])
 def test_fsdp_over_two_workers_trains_identical_ranks_and_writes_a_loadable_output_once(tiny_model, datasets,
                                                                                          tmp_path, method):
     plan = make_plan(tiny_model, datasets["chat"], gpus=2, method=method, sharding="fsdp",
