@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The GPU proof in one command (README, "GPU proof"), from the repo root of a machine with one CUDA GPU:
 #
-#   bash bench/gpu_check.sh             # the H200 suite: memory grid, speed, the planner's micro-batch; ~7.5 min
+#   bash bench/gpu_check.sh             # the H200 suite: memory grid, speed, the planner's micro-batch; <= 8 min
 #   bash bench/gpu_check.sh --dry-run   # the same pipeline on the CPU, tiny configs (~1 min; `make test` runs it)
 #
-# Options: --out DIR (default $OUT, else a new temp folder), --budget-seconds N (default 450: no run starts
-# after it; a minute more at most for the last runs), --sections memory,speed,auto,fsdp, --launch fork|exec.
+# Options: --out DIR (default $OUT, else a new temp folder), --budget-seconds N (default 420: no run starts
+# after it; 45 s more at most for the runs under way), --sections memory,speed,auto,fsdp, --launch fork|exec.
 # Writes under DIR: anchor.csv memory.csv speed.csv auto_choice.csv rows.jsonl summary.md log.txt.
 #
 # Wheels the device image lacks (pydantic and its dependencies, bitsandbytes) travel in .whl/ (ignored by git;
@@ -17,7 +17,7 @@ PYTHON="${PYTHON:-python3}"
 WHEELS="${EFFFT_WHEELS:-.whl}"
 SITE=/tmp/effft-site
 dry_run=0
-budget=450
+budget=420
 out="${OUT:-}"
 passed=()
 while (($#)); do
@@ -49,7 +49,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE
   if ((dry_run == 0)) && command -v nvidia-smi > /dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   fi
-  # the hard stop: the budget, a minute for the runs under way and the tables, then SIGKILL
+  # the hard stop, should Python's own fail: the budget, its 45 s for the last runs, the tables, then SIGKILL
   timeout --signal=TERM --kill-after=20 $((budget + 60)) \
     "$PYTHON" -m bench.gpu_check --out "$out" --budget-seconds "$budget" ${passed[@]+"${passed[@]}"}
 } 2>&1 | tee "$out/log.txt"

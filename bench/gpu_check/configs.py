@@ -103,7 +103,7 @@ GPU_SUITE = Suite(
     memory=tuple(MemoryCase(*row) for row in _GPU_MEMORY),
     speed=(SpeedCase(LLAMA_1B, "full", 2048, 16), SpeedCase(LLAMA_8B, "lora", 2048, 16)),
     auto=(AutoJob(LLAMA_1B, "auto", 2048, 32, 5), AutoJob(LLAMA_3B, "lora", 2048, 32, 5)),
-    memory_steps=4, speed_steps=6, auto_steps=4, warmup_steps=1, timeout_seconds=150,
+    memory_steps=4, speed_steps=5, auto_steps=4, warmup_steps=1, timeout_seconds=150,
 )
 
 # bitsandbytes' CPU 4-bit kernels need output sizes that are multiples of 32

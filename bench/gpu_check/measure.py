@@ -46,7 +46,7 @@ def _oom_row(error: BaseException, device: torch.device, where: str) -> dict:
 
 def quant_state_bytes(model) -> int:
     """4-bit weights keep their scales and code tables outside the parameters; the plan counts them as weights.
-    Shared tables are counted once."""
+    Each is reached twice (through peft's wrapper and its base layer): counted once per storage."""
     from worker.memprobe import quant_state_tensors
 
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in quant_state_tensors(model)}

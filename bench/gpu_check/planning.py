@@ -157,18 +157,20 @@ def naive_retry(task: Task, result: dict) -> Task | None:
 
 
 def sweep_points(chosen: int, effective_batch: int, max_points: int, fits) -> tuple[list[int], int]:
-    """Powers of two dividing the batch that the planner says fit, nearest the choice first; and the largest."""
+    """Powers of two dividing the batch that the planner says fit, nearest the choice first (the larger of two
+    as near: more often the faster); and the largest that fits."""
     candidates = {2**k for k in range(int(math.log2(effective_batch)) + 1) if effective_batch % 2**k == 0}
     fitting = sorted(m for m in candidates | {chosen} if m == chosen or fits(m))
-    nearest = sorted(fitting, key=lambda m: (abs(math.log2(m / chosen)), m))
+    nearest = sorted(fitting, key=lambda m: (abs(math.log2(m / chosen)), -m))
     return nearest[:max_points], max(fitting)
 
 
 def auto_tasks(suite: Suite, gpu: GpuSpec) -> list[Task]:
-    tasks = []
-    for index, auto in enumerate(suite.auto):
-        tasks += _auto_job_tasks(index, auto, suite, gpu)
-    return tasks
+    """Every job's choice first, then each job's nearest neighbours in turn: a budget cut short keeps the
+    comparisons that matter most."""
+    per_job = [_auto_job_tasks(index, auto, suite, gpu) for index, auto in enumerate(suite.auto)]
+    rounds = max((len(tasks) for tasks in per_job), default=0)
+    return [tasks[rank] for rank in range(rounds) for tasks in per_job if rank < len(tasks)]
 
 
 def _auto_job_tasks(index: int, auto: AutoJob, suite: Suite, gpu: GpuSpec) -> list[Task]:

@@ -122,7 +122,7 @@ def test_a_fresh_interpreter_runs_a_child_too(tmp_path):
 
 def test_sweep_points_are_the_fitting_ones_nearest_the_choice_first():
     points, largest = sweep_points(8, 32, 4, fits=lambda m: m <= 16)
-    assert points == [8, 4, 16, 2] and largest == 16
+    assert points == [8, 16, 4, 2] and largest == 16
     assert sweep_points(3, 12, 2, fits=lambda m: True)[0] == [3, 4]  # the choice is kept when no power of two
 
 
