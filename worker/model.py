@@ -106,11 +106,14 @@ def adapter_config(settings: RunSettings):
 CHECKPOINTING = {"use_reentrant": False}  # reentrant checkpointing silently drops adapter gradients
 
 
-def prepare_model(settings: RunSettings, device: torch.device):
-    """Load and apply the plan; the result is what the Trainer trains."""
+def prepare_model(settings: RunSettings, device: torch.device, base=None):
+    """Load and apply the plan; the result is what the Trainer trains.
+
+    `base`: the base model already on `device` as `load_base_model` would leave it (dtype, 4-bit for QLoRA,
+    attention, no KV cache); bench/gpu_check builds one from a config with random weights. None: loaded."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    model = load_base_model(settings, device)
+    model = base if base is not None else load_base_model(settings, device)
     checkpointing, method = settings.gradient_checkpointing, settings.method
     if method == "qlora":
         # freezes the base, upcasts its unquantized params to fp32, enables input grads and checkpointing

@@ -113,51 +113,32 @@ def fsdp_arguments(settings: RunSettings) -> dict:
             "fsdp_config": {"use_orig_params": True, "activation_checkpointing": False}}
 
 
+@dataclass(frozen=True)
+class Blocks:
+    """What the Trainer reads: training and held-out blocks, and the dataset format they came from."""
+
+    train: list[dict]
+    eval: list[dict]
+    format: str
+
+
 def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_from: str | None = None,
           attempt: int = 0, wrap_trainer: Callable = lambda trainer: trainer, plan_attempt: int = 0) -> dict:
     """Run the plan to its last step; returns (and, on rank 0, writes) the summary record.
 
     The worker is held to the plan's memory budget (worker/memory_cap.py): running out raises
     `OutOfMemory` with the evidence, after rank 0 wrote it to the sink."""
-    from transformers import default_data_collator
-
     settings, ranks = job.settings, Ranks.from_env()
     device = device_for_rank(ranks.local)
     tokenizer = load_tokenizer(settings.model)
     data, train_blocks, eval_blocks = prepare_data(settings, tokenizer)
-    steps = total_steps(settings, len(train_blocks), ranks.world)
     mark_cpu_baseline()
     torch.manual_seed(settings.training.seed)  # the same adapter init on every rank
     model = prepare_model(settings, device)
     scoring = settings.training.eval.exact_match and ranks.rank == 0
     before = exact_match(model, tokenizer, data.eval_rows, data.format) if scoring and not resume_from else None
-    meter = RunMeter(total_steps=steps, samples_per_step=samples_per_step(settings, ranks.world),
-                     model_flops_per_token=job.plan.throughput.model_flops_per_token,
-                     peak_flops=peak_flops_per_device(device, settings.precision) * ranks.world,
-                     predicted_peak_bytes=job.plan.memory.total,
-                     predicted_tokens_per_second=job.plan.throughput.tokens_per_second,
-                     device=device, attempt=attempt, plan_attempt=plan_attempt)
-    if ranks.rank == 0:
-        sink.write({"kind": "start", "total_steps": steps, "train_blocks": len(train_blocks),
-                    "eval_blocks": len(eval_blocks), "format": data.format, "world_size": ranks.world,
-                    "resumed_from": resume_from, "resumed_step": checkpoint_step(resume_from), "attempt": attempt,
-                    "plan_attempt": plan_attempt, "device": str(device),
-                    "micro_batch_size": settings.micro_batch_size,
-                    "gradient_accumulation_steps": settings.gradient_accumulation_steps})
-    position = StepPosition()
-    cap = MemoryCap(job.memory_cap_bytes or job.plan.memory.budget, device, position, job.memory_safety)
-    trainer = wrap_trainer(CappedTrainer(
-        position, sink, model=model, args=training_arguments(job, steps, device, bool(eval_blocks)),
-        train_dataset=train_blocks, eval_dataset=eval_blocks or None, data_collator=default_data_collator,
-        callbacks=[MetricsCallback(sink, meter), *_tensor_peak(device, meter),
-                   CapCallback(cap, meter, job.plan.memory.budgeted), *callbacks]))
-    if ranks.world == 1:
-        _no_ddp_for_one_process(trainer)
-    reset_peak_memory(device)
-    with held_to_budget(cap, job.plan, model, sink if ranks.rank == 0 else None):
-        trainer.train(resume_from_checkpoint=resume_from)
-        # past the safety line the run saved and stopped: leaving the block raises for a re-plan, no eval first
-        eval_loss = trainer.evaluate()["eval_loss"] if eval_blocks and cap.pressure is None else None
+    trainer, meter, eval_loss = fit(job, sink, model, Blocks(train_blocks, eval_blocks, data.format), callbacks,
+                                    resume_from, attempt, wrap_trainer, plan_attempt)
     trainer.save_model(job.output_dir)
     after = exact_match(trainer.model, tokenizer, data.eval_rows, data.format) if scoring else None
     summary = build_summary(job, trainer, meter, eval_loss, before, after)
@@ -166,6 +147,46 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
         summary.update(_merge_if_asked(settings, Path(job.output_dir)))
         sink.write(summary)
     return summary
+
+
+def fit(job: WorkerJob, sink: MetricsSink, model, blocks: Blocks, callbacks: Sequence = (),
+        resume_from: str | None = None, attempt: int = 0, wrap_trainer: Callable = lambda trainer: trainer,
+        plan_attempt: int = 0) -> tuple:
+    """Train a prepared model on prepared blocks under the plan's budget, measured as every run is;
+    returns (trainer, meter, eval loss). bench/gpu_check calls it with a model built from a config."""
+    from transformers import default_data_collator
+
+    settings, ranks = job.settings, Ranks.from_env()
+    device = device_for_rank(ranks.local)
+    steps = total_steps(settings, len(blocks.train), ranks.world)
+    meter = RunMeter(total_steps=steps, samples_per_step=samples_per_step(settings, ranks.world),
+                     model_flops_per_token=job.plan.throughput.model_flops_per_token,
+                     peak_flops=peak_flops_per_device(device, settings.precision) * ranks.world,
+                     predicted_peak_bytes=job.plan.memory.total,
+                     predicted_tokens_per_second=job.plan.throughput.tokens_per_second,
+                     device=device, attempt=attempt, plan_attempt=plan_attempt)
+    if ranks.rank == 0:
+        sink.write({"kind": "start", "total_steps": steps, "train_blocks": len(blocks.train),
+                    "eval_blocks": len(blocks.eval), "format": blocks.format, "world_size": ranks.world,
+                    "resumed_from": resume_from, "resumed_step": checkpoint_step(resume_from), "attempt": attempt,
+                    "plan_attempt": plan_attempt, "device": str(device),
+                    "micro_batch_size": settings.micro_batch_size,
+                    "gradient_accumulation_steps": settings.gradient_accumulation_steps})
+    position = StepPosition()
+    cap = MemoryCap(job.memory_cap_bytes or job.plan.memory.budget, device, position, job.memory_safety)
+    trainer = wrap_trainer(CappedTrainer(
+        position, sink, model=model, args=training_arguments(job, steps, device, bool(blocks.eval)),
+        train_dataset=blocks.train, eval_dataset=blocks.eval or None, data_collator=default_data_collator,
+        callbacks=[MetricsCallback(sink, meter), *_tensor_peak(device, meter),
+                   CapCallback(cap, meter, job.plan.memory.budgeted), *callbacks]))
+    if ranks.world == 1:
+        _no_ddp_for_one_process(trainer)
+    reset_peak_memory(device)
+    with held_to_budget(cap, job.plan, model, sink if ranks.rank == 0 else None):
+        trainer.train(resume_from_checkpoint=resume_from)
+        # past the safety line the run saved and stopped: leaving the block raises for a re-plan, no eval first
+        eval_loss = trainer.evaluate()["eval_loss"] if blocks.eval and cap.pressure is None else None
+    return trainer, meter, eval_loss
 
 
 def _no_ddp_for_one_process(trainer) -> None:
