@@ -13,28 +13,10 @@ from pathlib import Path
 from planner import Plan, plan_job
 from planner.calibration import CalibrationTable
 from planner.catalog import Inventory
-from planner.profile import load_profile
 from planner.spec import JobSpec
-from worker.data import checked_rows, suggest_seq_len, tokenize_rows
+from worker.profiling import DataProfile, profile_dataset
 from worker.sinks import JsonlSink
 from worker.train import WorkerJob
-
-
-@dataclass(frozen=True)
-class DataProfile:
-    rows: int
-    format: str
-    seq_len: int  # the length that covers 95 % of the examples whole
-
-
-def profile_dataset(spec: JobSpec) -> DataProfile:
-    """Tokenize the data once on the driver: bad data fails here, and seq_len auto gets its number."""
-    from worker.model import load_tokenizer
-
-    fmt, rows = checked_rows(spec.dataset)  # bad data fails before the model's files are even opened
-    data = tokenize_rows(fmt, rows, spec.dataset, load_tokenizer(spec.model))
-    positions = load_profile(spec.model.path, spec.model.revision).arch.max_positions
-    return DataProfile(len(data.train), data.format, suggest_seq_len(data.lengths, positions))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ def profiled_seq_len(spec) -> tuple[int | None, str | None]:
         return None, None
     try:
         from worker.errors import WorkerError
-        from worker.standalone import profile_dataset
+        from worker.profiling import profile_dataset
     except ImportError:
         return None, "the worker extras are not installed (pip install 'effft[worker]')"
     try:
