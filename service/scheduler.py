@@ -236,7 +236,8 @@ class Scheduler:
                          # the driver connects to this cluster by address, never `auto` (another server's head)
                          ray_address=getattr(self.cluster, "address", None),
                          confinement=ConfinementFile.of(confinement(self.settings, job.owner)),
-                         spec=job.spec, max_replans=self.settings.max_replans)
+                         spec=job.spec, max_replans=self.settings.max_replans,
+                         checkpoints_to_keep=self.settings.checkpoints_to_keep)
         path = folder / "job.json"
         write_secret(path, config.to_json())  # it holds the job's worker token
         return path

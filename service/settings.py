@@ -47,6 +47,7 @@ class Settings(LocalSettings):
     planning_timeout_seconds: float = Field(default=600, gt=0)  # a job still planning then is killed and fails
     planning_max_dataset_bytes: int = Field(default=2_000_000_000, ge=1)  # a bigger dataset fails planning, unread
     planning_max_rows: int = Field(default=1_000_000, ge=1)  # rows profiled at most (after dataset.max_samples)
+    checkpoints_to_keep: int = Field(default=2, ge=1)  # per run, beside the one it resumed from
     max_replans: int = Field(default=3, ge=0)  # re-plans after running out of memory before a job fails (oom)
     metrics_job_retention_hours: float = 24.0  # finished jobs keep their /metrics series this long
 

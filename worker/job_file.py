@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from planner.plan import Plan, load_plan
 from worker.confine import Confinement
+from worker.retention import DEFAULT_CHECKPOINTS_TO_KEEP
 
 
 class ConfinementFile(BaseModel):
@@ -45,6 +46,7 @@ class JobFile(BaseModel):
     confinement: ConfinementFile | None = None
     spec: dict | None = None  # the job as submitted: what a re-plan after running out of memory starts from
     max_replans: int = 3  # re-plans after running out of memory before the job fails with cause oom
+    checkpoints_to_keep: int = Field(default=DEFAULT_CHECKPOINTS_TO_KEEP, ge=1)  # beside the one resumed from
 
     @classmethod
     def read(cls, path: Path) -> JobFile:
