@@ -15,6 +15,7 @@ from planner.calibration import CalibrationTable
 from planner.catalog import Inventory
 from planner.spec import JobSpec
 from worker.profiling import DataProfile, profile_dataset
+from worker.retention import DEFAULT_CHECKPOINTS_TO_KEEP
 from worker.sinks import JsonlSink
 from worker.train import WorkerJob
 
@@ -28,6 +29,7 @@ class LocalRun:
     accelerator_type: str | None
     inventory: Inventory | None = None  # what the plan was made on: a re-plan after running out of memory too
     calibration: CalibrationTable | None = None
+    checkpoints_to_keep: int = DEFAULT_CHECKPOINTS_TO_KEEP  # the last N, beside the one resumed from
 
     @property
     def metrics_path(self) -> Path:
@@ -38,18 +40,21 @@ class LocalRun:
         return Path(self.spec.output.dir) if self.spec.output.dir else self.folder / "output"
 
     def worker_job(self) -> WorkerJob:
-        return WorkerJob(self.plan, str(self.output_dir), str(self.folder / "work"))
+        return WorkerJob(self.plan, str(self.output_dir), str(self.folder / "work"),
+                         checkpoints_to_keep=self.checkpoints_to_keep)
 
 
 def prepare_local_run(spec: JobSpec, folder: Path, ray_address: str | None = None,
-                      calibration: CalibrationTable | None = None) -> LocalRun:
+                      calibration: CalibrationTable | None = None,
+                      checkpoints_to_keep: int = DEFAULT_CHECKPOINTS_TO_KEEP) -> LocalRun:
     from worker.ray_run import ensure_ray, inventory
 
     data = profile_dataset(spec)
     ensure_ray(ray_address)
     cluster, ray_names = inventory()
     plan = plan_job(spec, cluster, calibration=calibration, seq_len=data.seq_len)
-    return LocalRun(spec, plan, data, folder.resolve(), ray_names.get(plan.gpu), cluster, calibration)
+    return LocalRun(spec, plan, data, folder.resolve(), ray_names.get(plan.gpu), cluster, calibration,
+                    checkpoints_to_keep)
 
 
 def execute(run: LocalRun, max_replans: int = 3) -> tuple[object, Plan]:

@@ -18,9 +18,9 @@ from service.progress import PROGRESS_EVERY_SECONDS
 def submit(job: Annotated[Path, typer.Argument(help="the job.yaml to submit")],
            follow: Annotated[bool, typer.Option("--follow", help="show progress until the job ends")] = False,
            idempotency_key: Annotated[str | None, typer.Option(help="makes a retried submit safe")] = None,
-           progress_every: Annotated[float, typer.Option(min=1, help="without a terminal (a pipe, a log), "
-                                                         "--follow prints a progress line this often, in seconds")
-                                     ] = PROGRESS_EVERY_SECONDS,
+           progress_every: Annotated[float, typer.Option(
+               min=1, help="without a terminal (a pipe, a log), --follow prints a progress line this often, in seconds")
+           ] = PROGRESS_EVERY_SECONDS,
            ) -> None:
     """Submit a job to the server; relative paths in it are taken from the job file's folder."""
     import yaml
