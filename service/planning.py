@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from planner import InfeasibleError, ModelProfileError, SpecError, parse_job, plan_job
@@ -30,8 +31,8 @@ from worker.rows import SizeLimits
 log = logging.getLogger("effft.planning")
 # imported once by the forkserver: every planning process is forked with them loaded
 PRELOAD = ["service.planning", "worker.profiling", "worker.model", "transformers.models.auto.tokenization_auto"]
-GRACE_SECONDS = 30  # a child ends itself this long after its deadline, should the service be gone
-EXIT_PAST_DEADLINE = 124  # the exit code of a child that ended itself so (as timeout(1) has it)
+GRACE_SECONDS = 30  # a child ends itself this long after its deadline, should no one have killed it
+EXIT_ABANDONED = 124  # the exit code of a child that ended itself so (as timeout(1) has it)
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,19 @@ def plan_outcome(request: PlanningRequest) -> dict:
 
 
 def _child_main(request: PlanningRequest, answer) -> None:
-    """In the child: end itself past the deadline even if no one kills it (the service died), then answer."""
-    timer = threading.Timer(request.timeout_seconds + GRACE_SECONDS, os._exit, args=(EXIT_PAST_DEADLINE,))
-    timer.daemon = True
-    timer.start()
+    """In the child: the outcome, sent back; it ends itself if orphaned or late (see _watch)."""
+    threading.Thread(target=_watch, args=(request.timeout_seconds + GRACE_SECONDS,), daemon=True).start()
     answer.send(plan_outcome(request))
     answer.close()
+
+
+def _watch(seconds: float) -> None:
+    """End this process when the server is gone (the forkserver, its parent, ends with it and this process is
+    handed to another) or `seconds` after it started: nothing else would stop it then."""
+    parent, deadline = os.getppid(), time.monotonic() + seconds
+    while os.getppid() == parent and time.monotonic() < deadline:
+        time.sleep(1)
+    os._exit(EXIT_ABANDONED)
 
 
 def planning_context():

@@ -58,7 +58,8 @@ def stored_checkpoints(folders: list[Path]) -> dict[str, Stored]:
 
 
 def ray_checkpoint_folders(experiment: Path) -> list[Path]:
-    return sorted(experiment.glob(f"{RAY_CHECKPOINT_PREFIX}*")) if experiment.is_dir() else []
+    """Ray's checkpoint folders of a run (beside them: its checkpoint_manager_snapshot.json)."""
+    return sorted(f for f in experiment.glob(f"{RAY_CHECKPOINT_PREFIX}*") if f.is_dir()) if experiment.is_dir() else []
 
 
 def pinned_folders(pinned_root: Path) -> list[Path]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -310,6 +312,25 @@ def test_a_job_planning_past_its_time_limit_is_killed_and_fails(store, settings,
     assert scheduler.planning_pids() == {} and process_gone(pid)
     scheduler.tick(wait=1)
     assert store.get(slow).state == State.FAILED and [s[0] for s in cluster.submitted] == [fast]
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_planning_process_ends_itself_when_the_server_is_gone(store, settings, cluster, queue, tmp_path):
+    scheduler = Scheduler(store, settings, cluster, "http://testserver")
+    job_id = queue(dataset=long_conversations(tmp_path / "long.jsonl"))
+    scheduler.tick()
+    pid = scheduler.planning_pids()[job_id]
+    os.kill(parent_of(pid), signal.SIGKILL)  # the forkserver: it ends with the server that started it
+    deadline = time.monotonic() + 20
+    while not process_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process_gone(pid)  # nothing would have stopped it for the whole planning time limit
+    scheduler.tick()
+    job = store.get(job_id)
+    assert (job.state, job.cause) == (State.FAILED, "system") and "without an answer" in job.message
 
 
 @pytest.mark.parametrize(("setting", "field", "named"), [
