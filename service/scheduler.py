@@ -179,7 +179,11 @@ class Scheduler:
         job = self.store.get(job_id)
         if job is None or job.state != State.PLANNING:  # cancelled while it was planned: never submit it
             return
-        plan = load_plan(plan_dict)  # the child's plan, as data: this version's own, or it fails here
+        try:
+            plan = load_plan(plan_dict)  # the child's plan, as data (the same code made it: this never fails)
+        except PlanVersionError as error:
+            self._fail(job_id, State.PLANNING, Cause.SYSTEM, f"the planning process's plan cannot be read: {error}")
+            return
         self.store.set_plan(job_id, plan.to_dict())
         try:
             self._start(job_id, State.PLANNING, plan)

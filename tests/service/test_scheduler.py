@@ -386,6 +386,7 @@ def test_the_driver_checks_the_confinement_again_and_connects_by_address(store, 
     from worker.errors import DataError
 
     cluster.address = "127.0.0.1:6390"
+    settings.checkpoints_to_keep = 3
     data = write_jsonl(tmp_path / "late.jsonl", [{"text": "hello"}])
     job_id = queue(dataset=data)
     Scheduler(store, settings, cluster, "http://testserver").tick(wait=60)
@@ -395,13 +396,13 @@ def test_the_driver_checks_the_confinement_again_and_connects_by_address(store, 
     driven = []
     monkeypatch.setattr(job_main, "inventory", lambda: (cluster.inventory(), {}))
     monkeypatch.setattr(job_main, "run_with_recovery", lambda run, sink, replanner, max_replans: driven.append(
-        (replanner is not None, max_replans)))
+        (replanner is not None, max_replans, run.job.checkpoints_to_keep)))
     monkeypatch.setattr(job_main.Shipper, "start", lambda self: self)
     monkeypatch.setattr(job_main.Shipper, "drain", lambda self, seconds: True)
     assert job_main.main(str(job_file)) == 0
     assert connected == ["127.0.0.1:6390"]
     # the job file carries the spec, so the driver can re-plan after an out-of-memory, at most this often
-    assert driven == [(True, settings.max_replans)]
+    assert driven == [(True, settings.max_replans, 3)]  # EFFFT_CHECKPOINTS_TO_KEEP, through the job file
     data.unlink()
     data.symlink_to("/etc/passwd")  # swapped after planning
     with pytest.raises(DataError, match="outside the roots"):
