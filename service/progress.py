@@ -1,4 +1,6 @@
-"""Following a run's metric records live (a rich progress bar) and printing its summary."""
+"""Following a run's metric records live and printing its summary: a rich progress bar on a terminal, plain
+progress lines every few seconds otherwise (`effft submit --follow | cat`, a CI log), where a bar would show
+nothing until the end."""
 
 from __future__ import annotations
 
@@ -34,8 +36,18 @@ def step_text(record: dict) -> str:
             f"{memory} | ETA {duration_text(record['eta_seconds'])}")
 
 
-def follow(records: Iterator[dict], console: Console) -> dict | None:
-    """Show a progress bar from step records; returns the summary record if one arrives."""
+PROGRESS_EVERY_SECONDS = 30.0  # without a terminal: a progress line at most this often
+
+
+def follow(records: Iterator[dict], console: Console, every_seconds: float = PROGRESS_EVERY_SECONDS,
+           clock: Callable[[], float] = time.monotonic) -> dict | None:
+    """Show the run's progress from its records; returns the summary record if one arrives."""
+    if console.is_terminal:
+        return follow_with_bar(records, console)
+    return follow_with_lines(records, console, every_seconds, clock)
+
+
+def follow_with_bar(records: Iterator[dict], console: Console) -> dict | None:
     summary = None
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[detail]}"))
@@ -44,13 +56,45 @@ def follow(records: Iterator[dict], console: Console) -> dict | None:
         for record in records:
             kind = record.get("kind")
             if kind == "start":
-                note = f"resumed from {record['resumed_from']}" if record.get("resumed_from") else "training"
-                progress.update(task, description=note[:60], total=record["total_steps"])
+                progress.update(task, description=start_text(record)[:60], total=record["total_steps"])
             elif kind == "step":
                 progress.update(task, completed=record["step"], total=record["total_steps"],
                                 description="training", detail=step_text(record))
             elif kind == "summary":
                 summary = record
+    return summary
+
+
+def start_text(record: dict) -> str:
+    return f"resumed from {record['resumed_from']}" if record.get("resumed_from") else "training"
+
+
+def progress_line(record: dict) -> str:
+    """One step as a plain line: step/total, loss, tokens/s, memory peak, ETA."""
+    loss = "n/a" if record.get("loss") is None else f"{record['loss']:.4f}"
+    speed = "n/a" if record.get("tokens_per_second") is None else f"{record['tokens_per_second']:,.0f}"
+    return (f"step {record['step']}/{record['total_steps']} | loss {loss} | {speed} tok/s | "
+            f"mem peak {size_text(record.get('memory_peak_bytes'))} | ETA {duration_text(record.get('eta_seconds'))}")
+
+
+def follow_with_lines(records: Iterator[dict], console: Console, every_seconds: float,
+                      clock: Callable[[], float]) -> dict | None:
+    """A line for the first step, then for the latest step once `every_seconds` have passed since the last
+    line, and for the last step: a log that shows progress without a line per step."""
+    summary, unshown, shown_at = None, None, None
+    for record in records:
+        kind = record.get("kind")
+        if kind == "start":
+            console.print(f"{start_text(record)}: {record['total_steps']} steps", highlight=False)
+        elif kind == "step":
+            unshown = record
+            if shown_at is None or clock() - shown_at >= every_seconds:
+                console.print(progress_line(record), highlight=False, soft_wrap=True)
+                unshown, shown_at = None, clock()
+        elif kind == "summary":
+            summary = record
+    if unshown is not None:
+        console.print(progress_line(unshown), highlight=False, soft_wrap=True)
     return summary
 
 

@@ -11,16 +11,17 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for_any
 from pathlib import Path
 
-from planner import InfeasibleError, ModelProfileError, SpecError, parse_job, plan_job
 from planner.plan import Plan, PlanVersionError, load_plan
 from service.calibration import table_from_store
 from service.cluster import context_bytes, device_loads
 from service.embedded import write_secret
 from service.packing import claim_of, place, placement_record, waiting_reason
-from service.policy import confinement, policy_problems
+from service.planning import PlanningProcess, PlanningRequest, failure
+from service.policy import confinement
 from service.settings import Settings
 from service.states import Cause, State
 from service.store import JobStore
@@ -53,13 +54,15 @@ def failure_cause(status_cause: Cause, logs: str) -> Cause:
     return Cause.OOM if "OutOfMemoryError" in logs or "out of memory" in logs.lower() else status_cause
 
 
-@dataclass
+@dataclass(frozen=True)
 class Planning:
-    """One job being profiled and planned on its own thread; the loop reaps the outcome."""
+    """One job being profiled and planned in a process of its own (service/planning.py); the loop reaps it."""
 
-    deadline: float
-    outcome: dict = field(default_factory=dict)  # {"plan": Plan} or {"cause": Cause, "message": str}
-    thread: threading.Thread | None = None
+    deadline: float  # on the scheduler's clock
+    process: PlanningProcess
+
+
+LEFT_PLANNING = {"left_planning": True}  # the job was cancelled meanwhile: its planning is dropped unread
 
 
 class Scheduler:
@@ -69,7 +72,6 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._planning: dict[str, Planning] = {}
-        self._abandoned: list[threading.Thread] = []  # past their deadline, still running: they hold a slot
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -78,8 +80,8 @@ class Scheduler:
             self.store.transition(job.id, State.PLANNING, State.QUEUED)
 
     def tick(self, wait: float = 0.0) -> None:
-        """One pass. Planning (dataset profiling, hub fetches) runs on its own threads so that one slow job
-        never holds up following, starting or cancelling the others; `wait` lets a pass wait for it."""
+        """One pass. Planning (dataset profiling, hub fetches) runs in processes of its own, so that one slow job
+        never holds up following, starting, cancelling or planning the others; `wait` lets a pass wait for it."""
         for job in self.store.in_states(State.RUNNING, State.CANCELLING):
             self._guarded(job.id, self._follow, job)
         for job in by_held_bytes(self.store.in_states(State.WAITING)):  # first-fit decreasing
@@ -88,9 +90,7 @@ class Scheduler:
         while self._planning_slots() > 0 and (job := self.store.claim_next_queued()):
             self._begin_planning(job)
         if wait and self._planning:
-            deadline = time.monotonic() + wait
-            for planning in list(self._planning.values()):
-                planning.thread.join(max(0.0, deadline - time.monotonic()))
+            self._wait_for_planning(time.monotonic() + wait)
             self._reap_planning()
 
     @staticmethod
@@ -108,9 +108,14 @@ class Scheduler:
         return self
 
     def stop(self) -> None:
+        """Stop the loop and the planning processes; their jobs stay in planning, and are planned again by the
+        next start (reconcile)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        for planning in self._planning.values():
+            planning.process.kill()
+        self._planning.clear()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -126,59 +131,70 @@ class Scheduler:
         self.store.transition(job_id, current, State.FAILED, f"{cause}: {message[:500]}", cause=cause,
                               message=message)
 
+    def planning_pids(self) -> dict[str, int | None]:
+        """The jobs planning now, each with its planning process's id."""
+        return {job_id: planning.process.pid for job_id, planning in self._planning.items()}
+
     def _planning_slots(self) -> int:
-        """Free planning threads: a thread past its deadline still downloads or tokenizes, so it still counts."""
-        self._abandoned = [thread for thread in self._abandoned if thread.is_alive()]
-        return self.settings.planning_threads - len(self._planning) - len(self._abandoned)
+        return self.settings.planning_processes - len(self._planning)
 
     def _begin_planning(self, job) -> None:
-        planning = Planning(self.clock() + self.settings.planning_timeout_seconds)
-        planning.thread = threading.Thread(target=self._plan_outcome, args=(job, planning.outcome),
-                                           name=f"effft-plan-{job.id}", daemon=True)
-        self._planning[job.id] = planning
-        planning.thread.start()
+        timeout = self.settings.planning_timeout_seconds
+        try:  # the inputs are read here, so the child needs neither the store nor Ray
+            request = PlanningRequest(job.owner, job.spec, self.settings, self.cluster.inventory(),
+                                      table_from_store(self.store), timeout)
+            process = PlanningProcess(request, name=f"effft-plan-{job.id}")
+        except Exception as error:  # Ray or the database away, or no process to be had: effft's failure
+            log.exception("scheduler: planning %s could not start", job.id)
+            self._fail(job.id, State.PLANNING, Cause.SYSTEM, f"planning could not start: {type(error).__name__}: "
+                       f"{error}")
+            return
+        self._planning[job.id] = Planning(self.clock() + timeout, process)
+
+    def _wait_for_planning(self, until: float) -> None:
+        """Block until every planning in flight has an outcome, or until `until` (time.monotonic)."""
+        while busy := [p.process for p in self._planning.values() if p.process.outcome() is None]:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            wait_for_any([w for process in busy for w in process.waitables()], left)
 
     def _reap_planning(self) -> None:
-        """Start (or fail) each job whose planning ended; fail each that ran past the time limit."""
+        """Start (or fail) each job whose planning ended; kill the planning of a job past the time limit (it
+        fails) or cancelled meanwhile, which frees its slot at once."""
         for job_id, planning in list(self._planning.items()):
-            if planning.thread.is_alive() and self.clock() < planning.deadline:
-                continue
-            del self._planning[job_id]  # a thread past its deadline is abandoned: its outcome is never read
-            if planning.thread.is_alive():
-                self._abandoned.append(planning.thread)
-            limit = self.settings.planning_timeout_seconds
-            outcome = dict(planning.outcome) if not planning.thread.is_alive() else {
-                "cause": Cause.BAD_INPUT, "message": f"planning took longer than {limit:.0f} s (fetching the model or "
-                "dataset, or reading it); use a local copy or a smaller dataset"}
+            outcome = planning.process.outcome()
+            if outcome is None:
+                outcome = self._reason_to_stop(job_id, planning)
+                if outcome is None:
+                    continue
+                planning.process.kill()
+            planning.process.close()
+            del self._planning[job_id]
             if "plan" in outcome:
                 self._guarded(job_id, self._planned, job_id, outcome["plan"])
-            else:
-                self._guarded(job_id, self._fail, job_id, State.PLANNING, outcome["cause"], outcome["message"])
+            elif "cause" in outcome:
+                self._guarded(job_id, self._fail, job_id, State.PLANNING, Cause(outcome["cause"]), outcome["message"])
 
-    def _plan_outcome(self, job, outcome: dict) -> None:
-        """On a planning thread: the job's plan, or why it has none. Touches neither the store nor Ray's jobs."""
-        from worker.errors import WorkerError
-        from worker.standalone import profile_dataset
+    def _reason_to_stop(self, job_id: str, planning: Planning) -> dict | None:
+        """Why a planning still at work ends now: past its deadline (a failure), or its job left planning
+        (LEFT_PLANNING); None: it goes on."""
+        if self.clock() >= planning.deadline:
+            limit = self.settings.planning_timeout_seconds
+            return failure(Cause.BAD_INPUT, f"planning took longer than {limit:.0f} s (fetching the model or "
+                           "dataset, or reading it), and was stopped; use a local copy or a smaller dataset "
+                           "(dataset.max_samples), or ask the operator to raise EFFFT_PLANNING_TIMEOUT_SECONDS")
+        job = self.store.get(job_id)
+        return LEFT_PLANNING if job is None or job.state != State.PLANNING else None
 
-        try:
-            spec = parse_job(job.spec)
-            problems = policy_problems(spec, self.settings, job.owner)  # files may have changed since submit
-            if problems:
-                raise SpecError(problems)
-            data = profile_dataset(spec)
-            outcome["plan"] = plan_job(spec, self.cluster.inventory(), calibration=table_from_store(self.store),
-                                       seq_len=data.seq_len)
-        except InfeasibleError as error:
-            outcome.update(cause=Cause.INFEASIBLE, message=str(error))
-        except (SpecError, ModelProfileError, WorkerError, ValueError, OSError) as error:
-            outcome.update(cause=Cause.BAD_INPUT, message=str(error))
-        except Exception as error:  # anything else is effft's own failure, not the user's
-            log.exception("planning %s failed", job.id)
-            outcome.update(cause=Cause.SYSTEM, message=f"{type(error).__name__}: {error}")
-
-    def _planned(self, job_id: str, plan: Plan) -> None:
+    def _planned(self, job_id: str, plan_dict: dict) -> None:
         job = self.store.get(job_id)
         if job is None or job.state != State.PLANNING:  # cancelled while it was planned: never submit it
+            return
+        try:
+            plan = load_plan(plan_dict)  # the child's plan, as data (the same code made it: this never fails)
+        except PlanVersionError as error:
+            self._fail(job_id, State.PLANNING, Cause.SYSTEM, f"the planning process's plan cannot be read: {error}")
             return
         self.store.set_plan(job_id, plan.to_dict())
         try:
@@ -243,7 +259,8 @@ class Scheduler:
                          confinement=ConfinementFile.of(confinement(self.settings, job.owner)),
                          spec=job.spec, max_replans=self.settings.max_replans,
                          memory_safety_line=self.settings.memory_safety_line,
-                         device_share=placement["device_share"], memory_cap_bytes=placement["cap_bytes"])
+                         device_share=placement["device_share"], memory_cap_bytes=placement["cap_bytes"],
+                         checkpoints_to_keep=self.settings.checkpoints_to_keep)
         path = folder / "job.json"
         write_secret(path, config.to_json())  # it holds the job's worker token
         return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path.home() / ".effft"
@@ -27,6 +27,7 @@ class LocalSettings(BaseSettings):
 
 
 class Settings(LocalSettings):
+    model_config = SettingsConfigDict(env_prefix="EFFFT_", extra="ignore", populate_by_name=True)  # aliased fields
     database_url: str | None = None  # default: SQLite in data_dir; e.g. postgresql+psycopg://user@host/db
     tokens: dict[str, str] = Field(default_factory=dict)  # bearer token -> user name (JSON in EFFFT_TOKENS)
     admin_tokens: list[str] = Field(default_factory=list)  # these see every job
@@ -40,8 +41,13 @@ class Settings(LocalSettings):
     ray_address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
     ray_dashboard_url: str = "http://127.0.0.1:8265"  # Ray's job submission API
     scheduler_interval_seconds: float = 1.0
-    planning_threads: int = Field(default=2, ge=1)  # jobs profiled and planned at once, beside the scheduler's loop
-    planning_timeout_seconds: float = Field(default=600, gt=0)  # a job still planning after this fails
+    # jobs profiled and planned at once, each in a process of its own (EFFFT_PLANNING_THREADS: its former name)
+    planning_processes: int = Field(default=2, ge=1, validation_alias=AliasChoices("EFFFT_PLANNING_PROCESSES",
+                                                                                  "EFFFT_PLANNING_THREADS"))
+    planning_timeout_seconds: float = Field(default=600, gt=0)  # a job still planning then is killed and fails
+    planning_max_dataset_bytes: int = Field(default=2_000_000_000, ge=1)  # a bigger dataset fails planning, unread
+    planning_max_rows: int = Field(default=1_000_000, ge=1)  # rows profiled at most (after dataset.max_samples)
+    checkpoints_to_keep: int = Field(default=2, ge=1)  # per run, beside the one it resumed from
     # the CPU as one device: the memory jobs are packed into (default: the host's); set it to share less
     cpu_device_memory_bytes: int | None = Field(default=None, gt=0)
     max_replans: int = Field(default=3, ge=0)  # re-plans after running out of memory before a job fails (oom)

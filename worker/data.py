@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from planner.spec import DatasetSpec
 from worker.errors import DataError
 from worker.formats import IGNORE_INDEX, Example, check_row, detect_format, render
-from worker.rows import read_rows
+from worker.rows import NO_LIMITS, SizeLimits, read_rows
 
 SEQ_LEN_PERCENTILE = 0.95  # seq_len auto covers this share of examples whole
 SEQ_LEN_MULTIPLE = 64  # round seq_len up to a multiple that kernels like
@@ -45,9 +45,9 @@ def split_rows(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict]
     return [rows[i] for i in order[held:]], [rows[i] for i in order[:held]]
 
 
-def checked_rows(spec: DatasetSpec) -> tuple[str, list[dict]]:
+def checked_rows(spec: DatasetSpec, limits: SizeLimits = NO_LIMITS) -> tuple[str, list[dict]]:
     """The rows and their format, every row checked: needs no tokenizer, so it can run first."""
-    rows = read_rows(spec)
+    rows = read_rows(spec, limits)
     fmt = spec.format if spec.format != "auto" else detect_format(rows[0], spec.text_field)
     for number, row in enumerate(rows, start=1):
         check_row(row, fmt, spec.text_field, number)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from planner.plan import Plan, load_plan
 from worker.confine import Confinement
+from worker.retention import DEFAULT_CHECKPOINTS_TO_KEEP
 
 
 class ConfinementFile(BaseModel):
@@ -48,6 +49,7 @@ class JobFile(BaseModel):
     memory_safety_line: float = 0.95  # a steady step above this share of the budget is re-planned first
     device_share: float | None = None  # the share of each device the job was packed into; None: whole devices
     memory_cap_bytes: int | None = None  # what the worker holds itself to there; None: the plan's budget
+    checkpoints_to_keep: int = Field(default=DEFAULT_CHECKPOINTS_TO_KEEP, ge=1)  # beside the one resumed from
 
     @classmethod
     def read(cls, path: Path) -> JobFile:

@@ -43,7 +43,8 @@ def main(job_file: str) -> int:
     # the cluster the service named, by address: `auto` may find another installation's head on this host
     ensure_ray(config.ray_address)
     job = WorkerJob(config.plan, config.output_dir, str(folder / "work"), memory_cap_bytes=config.memory_cap_bytes,
-                    memory_safety=config.memory_safety_line if config.memory_safety_line < 1 else None)
+                    memory_safety=config.memory_safety_line if config.memory_safety_line < 1 else None,
+                    checkpoints_to_keep=config.checkpoints_to_keep)
     # the same inventory the scheduler planned on; a re-plan keeps the plan's GPUs and budget
     replanner = spec_replanner(parse_job(config.spec), inventory()[0]) if config.spec is not None else None
     failed = None

@@ -3,8 +3,11 @@
 Metrics do not travel through `ray.train.report` (it blocks until the controller polls): rank 0
 writes them straight to the sink. Ray gets a report only at each checkpoint (rank 0 attaches the
 Trainer's checkpoint folder) and once at the end (every rank's step and weights fingerprint).
+A checkpoint's upload to Ray's storage runs beside training (Ray's ASYNC upload mode); the Trainer's own
+write stays on the step's path (transformers has no asynchronous save).
 A restarted run, after a worker died (FailureConfig) or with the same name and storage path
-after the driver died, resumes from the latest checkpoint Ray holds.
+after the driver died, resumes from the latest checkpoint Ray holds. Ray keeps the run's last N
+checkpoints; effft keeps the one a run resumed from (worker/retention.py) and notes what was removed.
 """
 
 from __future__ import annotations
@@ -15,12 +18,21 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ray
 import ray.train
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    CheckpointUploadMode,
+    FailureConfig,
+    RunConfig,
+    ScalingConfig,
+    UserCallback,
+)
 from ray.train.torch import TorchConfig, TorchTrainer
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -28,11 +40,13 @@ from transformers.trainer_utils import get_last_checkpoint
 from planner.catalog import GpuGroup, Inventory, cpu_with_memory, parse_gpu_name
 from worker.budget import OutOfMemory
 from worker.host import host_memory_bytes
-from worker.ray_env import PRIVATE_CLUSTER_ENV, TRAIN_ENV, set_defaults
+from worker.ray_env import PRIVATE_CLUSTER_ENV, TRAIN_ENV, report_poll_seconds, set_defaults
+from worker.retention import RESUMED_FOLDER, CheckpointLedger, keep_resumed
 from worker.sinks import MetricsSink
 from worker.train import WorkerJob, train
 
 HF_CHECKPOINT = "checkpoint"  # the Trainer's folder inside each Ray checkpoint
+SETTLE_SECONDS = 600  # a failing attempt waits at most this long for its last checkpoint's upload
 
 
 _CONNECTING = threading.Lock()  # the service's planning threads may all ask for the cluster at once
@@ -107,27 +121,67 @@ class RayRun:
 
 
 class _CheckpointToRay(TrainerCallback):
-    """After the Trainer saves, every rank reports; rank 0 attaches a copy of the checkpoint."""
+    """After the Trainer saves, every rank reports; rank 0 attaches the checkpoint. Its upload runs beside
+    training (ASYNC), from hard links in a folder of its own (the Trainer may rotate the checkpoint away
+    meanwhile: the links keep its files), which Ray deletes once uploaded."""
+
+    def __init__(self, handoff_root: str):
+        self.handoff_root = handoff_root  # beside the attempts' work folders: on their file system
+        self.uploading: list[Path] = []  # hand-off folders Ray has not uploaded yet, as far as we know
+        self.reported_before: str | None = None  # the worker's latest checkpoint before the last hand-off
 
     def on_save(self, args, state, control, **kwargs):
         latest = get_last_checkpoint(args.output_dir) if state.is_world_process_zero else None
         metrics = {"step": state.global_step, "final": False}
-        if latest is None:
-            ray.train.report(metrics, checkpoint=None)
+        checkpoint = None
+        if latest is not None:
+            folder = Path(tempfile.mkdtemp(prefix="effft-upload-", dir=self.handoff_root))
+            _link_or_copy(latest, folder / HF_CHECKPOINT)
+            checkpoint = Checkpoint.from_directory(str(folder))
+            self.uploading.append(folder)
+            self.reported_before = _path_of(ray.train.get_checkpoint())
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_upload_mode=CheckpointUploadMode.ASYNC,
+                         delete_local_checkpoint_after_upload=checkpoint is not None)
+
+    def settle(self, seconds: float) -> None:
+        """Before an attempt fails: wait (at most `seconds`) for the uploads still running, so the save just
+        before the failure is the one a retry or a re-plan resumes from (Ray waits for them only when the
+        training function ends well). An upload is done when Ray deleted its folder; its report is queued
+        when the worker's latest checkpoint changes."""
+        if not self.uploading:
             return
-        with tempfile.TemporaryDirectory() as folder:
-            shutil.copytree(latest, Path(folder, HF_CHECKPOINT))
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(folder))
+        deadline = time.monotonic() + seconds
+        while any(folder.exists() for folder in self.uploading) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        while _path_of(ray.train.get_checkpoint()) == self.reported_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2 * report_poll_seconds())  # the controller takes the report at its next poll
+
+
+def _path_of(checkpoint: Checkpoint | None) -> str | None:
+    return checkpoint.path if checkpoint is not None else None
+
+
+def _link_or_copy(source: str, target: Path) -> None:
+    try:
+        shutil.copytree(source, target, copy_function=os.link)
+    except OSError:  # a file system without hard links
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target)
 
 
 class _RankReportsToSink(UserCallback):
-    """Runs in Ray's controller: writes every rank's final step and weights fingerprint to the sink."""
+    """Runs in Ray's controller, after Ray's own checkpoint manager: writes the checkpoints Ray (or a resume)
+    removed, and at the end every rank's final step and weights fingerprint, to the sink."""
 
-    def __init__(self, sink: MetricsSink):
-        self.sink = sink
+    def __init__(self, sink: MetricsSink, ledger: CheckpointLedger):
+        self.sink, self.ledger = sink, ledger
 
     def after_report(self, run_context, metrics, checkpoint):
-        if metrics and all(m.get("final") for m in metrics):
+        final = bool(metrics) and all(m.get("final") for m in metrics)
+        if (checkpoint is not None or final) and (removed := self.ledger.removed_since()) is not None:
+            self.sink.write(removed)
+        if final:
             self.sink.write({"kind": "ranks", "ranks": [dict(m) for m in metrics]})
 
 
@@ -151,14 +205,27 @@ def clear_memory_evidence(run: RayRun) -> None:
     evidence_path(run).unlink(missing_ok=True)
 
 
+def resumed_root(run: RayRun) -> Path:
+    """Where the checkpoint a run resumed from is kept, beside Ray's folder of the run."""
+    return Path(run.storage_path, RESUMED_FOLDER, run.name)
+
+
+def _keep_resumed(run: RayRun, checkpoint: Checkpoint) -> None:
+    """Rank 0 keeps the checkpoint this attempt resumes from (Ray's retention would remove it in time)."""
+    if ray.train.get_context().get_world_rank() == 0 and Path(checkpoint.path).is_dir():
+        keep_resumed(Path(checkpoint.path), resumed_root(run))
+
+
 def _train_loop(config: dict) -> None:
     run: RayRun = config["run"]
     sink = config["sink"]
     if (evidence := memory_evidence(run)) is not None:  # Ray's retry of a plan that ran out: it would again
         raise OutOfMemory(evidence)
-    resume, callbacks = None, [_CheckpointToRay(), *run.callbacks]
+    handoff = _CheckpointToRay(_ensure(run.job.work_dir))
+    resume, callbacks = None, [handoff, *run.callbacks]
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
+        _keep_resumed(run, checkpoint)
         local = tempfile.mkdtemp(prefix="effft-resume-")
         checkpoint.to_directory(local)
         resume = str(Path(local, HF_CHECKPOINT))
@@ -168,10 +235,12 @@ def _train_loop(config: dict) -> None:
     job = replace(run.job, work_dir=tempfile.mkdtemp(prefix="effft-work-", dir=_ensure(run.job.work_dir)))
     try:
         summary = _train_attempt(run, job, sink, callbacks, resume)
-    except OutOfMemory as error:
-        path = evidence_path(run)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(error.evidence))
+    except Exception as error:
+        handoff.settle(SETTLE_SECONDS)
+        if isinstance(error, OutOfMemory):
+            path = evidence_path(run)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(error.evidence))
         raise
     finally:
         if resume is not None:
@@ -191,6 +260,11 @@ def _train_attempt(run: RayRun, job: WorkerJob, sink, callbacks, resume: str | N
                  plan_attempt=run.attempt, wrap_trainer=prepare_trainer)
 
 
+def ledger(run: RayRun) -> CheckpointLedger:
+    """What the run's storage holds now: each later report says what was removed since."""
+    return CheckpointLedger(Path(run.storage_path, run.name), resumed_root(run), run.job.checkpoints_to_keep)
+
+
 def run_on_ray(run: RayRun, sink: MetricsSink):
     """Run the plan to the end (resuming if Ray holds a checkpoint of this run); returns Ray's Result."""
     trainer = TorchTrainer(
@@ -198,8 +272,8 @@ def run_on_ray(run: RayRun, sink: MetricsSink):
         torch_config=TorchConfig(backend="nccl" if run.on_gpu else "gloo"),
         run_config=RunConfig(name=run.name, storage_path=run.storage_path,
                              failure_config=FailureConfig(max_failures=run.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             callbacks=[_RankReportsToSink(sink)]))
+                             checkpoint_config=CheckpointConfig(num_to_keep=run.job.checkpoints_to_keep),
+                             callbacks=[_RankReportsToSink(sink, ledger(run))]))
     return trainer.fit()
 
 

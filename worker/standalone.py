@@ -13,28 +13,11 @@ from pathlib import Path
 from planner import Plan, plan_job
 from planner.calibration import CalibrationTable
 from planner.catalog import Inventory
-from planner.profile import load_profile
 from planner.spec import JobSpec
-from worker.data import checked_rows, suggest_seq_len, tokenize_rows
+from worker.profiling import DataProfile, profile_dataset
+from worker.retention import DEFAULT_CHECKPOINTS_TO_KEEP
 from worker.sinks import JsonlSink
 from worker.train import WorkerJob
-
-
-@dataclass(frozen=True)
-class DataProfile:
-    rows: int
-    format: str
-    seq_len: int  # the length that covers 95 % of the examples whole
-
-
-def profile_dataset(spec: JobSpec) -> DataProfile:
-    """Tokenize the data once on the driver: bad data fails here, and seq_len auto gets its number."""
-    from worker.model import load_tokenizer
-
-    fmt, rows = checked_rows(spec.dataset)  # bad data fails before the model's files are even opened
-    data = tokenize_rows(fmt, rows, spec.dataset, load_tokenizer(spec.model))
-    positions = load_profile(spec.model.path, spec.model.revision).arch.max_positions
-    return DataProfile(len(data.train), data.format, suggest_seq_len(data.lengths, positions))
 
 
 @dataclass(frozen=True)
@@ -46,6 +29,7 @@ class LocalRun:
     accelerator_type: str | None
     inventory: Inventory | None = None  # what the plan was made on: a re-plan after running out of memory too
     calibration: CalibrationTable | None = None
+    checkpoints_to_keep: int = DEFAULT_CHECKPOINTS_TO_KEEP  # the last N, beside the one resumed from
 
     @property
     def metrics_path(self) -> Path:
@@ -56,18 +40,21 @@ class LocalRun:
         return Path(self.spec.output.dir) if self.spec.output.dir else self.folder / "output"
 
     def worker_job(self) -> WorkerJob:
-        return WorkerJob(self.plan, str(self.output_dir), str(self.folder / "work"))
+        return WorkerJob(self.plan, str(self.output_dir), str(self.folder / "work"),
+                         checkpoints_to_keep=self.checkpoints_to_keep)
 
 
 def prepare_local_run(spec: JobSpec, folder: Path, ray_address: str | None = None,
-                      calibration: CalibrationTable | None = None) -> LocalRun:
+                      calibration: CalibrationTable | None = None,
+                      checkpoints_to_keep: int = DEFAULT_CHECKPOINTS_TO_KEEP) -> LocalRun:
     from worker.ray_run import ensure_ray, inventory
 
     data = profile_dataset(spec)
     ensure_ray(ray_address)
     cluster, ray_names = inventory()
     plan = plan_job(spec, cluster, calibration=calibration, seq_len=data.seq_len)
-    return LocalRun(spec, plan, data, folder.resolve(), ray_names.get(plan.gpu), cluster, calibration)
+    return LocalRun(spec, plan, data, folder.resolve(), ray_names.get(plan.gpu), cluster, calibration,
+                    checkpoints_to_keep)
 
 
 def execute(run: LocalRun, max_replans: int = 3) -> tuple[object, Plan]:

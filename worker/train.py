@@ -6,7 +6,6 @@ picks them up and wraps the model in DDP or FSDP. Without them it is a single-pr
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -23,6 +22,7 @@ from worker.hardware import device_for_rank, mark_cpu_baseline, peak_flops_per_d
 from worker.memory_cap import MemoryCap, StepPosition
 from worker.metrics import MetricsCallback, RunMeter
 from worker.model import load_tokenizer, precision_of, prepare_model
+from worker.retention import DEFAULT_CHECKPOINTS_TO_KEEP, checkpoint_step
 from worker.sinks import MetricsSink
 from worker.summary import build_summary
 
@@ -37,6 +37,7 @@ class WorkerJob:
     fresh_optimizer: bool = False  # a re-plan changed the optimizer: resume the weights, not its old state
     memory_safety: float | None = 0.95  # a steady step above this share of the budget re-plans; None: never
     memory_cap_bytes: int | None = None  # a packed job's share of its device; None: the plan's whole budget
+    checkpoints_to_keep: int = DEFAULT_CHECKPOINTS_TO_KEEP  # the last N; the one resumed from is kept apart
 
     @property
     def settings(self) -> RunSettings:
@@ -99,7 +100,8 @@ def training_arguments(job: WorkerJob, steps: int, device: torch.device, evaluat
         max_grad_norm=training.max_grad_norm, seed=training.seed, data_seed=training.seed,
         bf16=amp == "bf16", fp16=amp == "fp16", optim=optimizer, use_cpu=device.type != "cuda",
         logging_steps=max(1, steps // 500), save_strategy="steps", save_steps=training.checkpoint_every_steps,
-        save_total_limit=2, eval_strategy="steps" if evaluate and every else "no", eval_steps=every,
+        save_total_limit=job.checkpoints_to_keep, eval_strategy="steps" if evaluate and every else "no",
+        eval_steps=every,
         include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=True,
         remove_unused_columns=False, dataloader_num_workers=0, ddp_find_unused_parameters=False,
         **fsdp_arguments(settings))
@@ -197,12 +199,6 @@ def _no_ddp_for_one_process(trainer) -> None:
 
     if trainer.accelerator.distributed_type == DistributedType.MULTI_CPU:
         trainer.accelerator.state.distributed_type = DistributedType.NO
-
-
-def checkpoint_step(folder: str | None) -> int | None:
-    """The optimizer step a Trainer checkpoint was saved at."""
-    state = Path(folder, "trainer_state.json") if folder else None
-    return json.loads(state.read_text())["global_step"] if state is not None and state.exists() else None
 
 
 def _tensor_peak(device: torch.device, meter: RunMeter) -> list:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from service.cli.output import console, fail
 from service.exit_codes import EXIT_JOB_FAILED, EXIT_OK
+from service.progress import PROGRESS_EVERY_SECONDS
 
 
 def render_plan_dict(plan: dict) -> None:
@@ -14,8 +15,9 @@ def render_plan_dict(plan: dict) -> None:
     render_plan(load_plan(plan), console)
 
 
-def follow_job(client, job_id: str) -> int:
-    """Show the job until it ends; the exit code: EXIT_OK if it succeeded, else EXIT_JOB_FAILED."""
+def follow_job(client, job_id: str, every_seconds: float = PROGRESS_EVERY_SECONDS) -> int:
+    """Show the job until it ends (without a terminal, a progress line every `every_seconds`); the exit code:
+    EXIT_OK if it succeeded, else EXIT_JOB_FAILED."""
     from service.client import ClientError
     from service.progress import follow, render_summary
 
@@ -23,7 +25,7 @@ def follow_job(client, job_id: str) -> int:
         job = client.wait_planned(job_id)
         if job["planned"]:
             render_plan_dict(client.plan(job_id))
-        follow(client.records(job_id), console)
+        follow(client.records(job_id), console, every_seconds)
         job = client.job(job_id)
     except ClientError as error:
         fail(error)

@@ -12,11 +12,15 @@ from rich.table import Table
 from service.cli.follow import follow_job
 from service.cli.output import client, console, errors, fail
 from service.exit_codes import EXIT_BAD_INPUT
+from service.progress import PROGRESS_EVERY_SECONDS
 
 
 def submit(job: Annotated[Path, typer.Argument(help="the job.yaml to submit")],
            follow: Annotated[bool, typer.Option("--follow", help="show progress until the job ends")] = False,
            idempotency_key: Annotated[str | None, typer.Option(help="makes a retried submit safe")] = None,
+           progress_every: Annotated[float, typer.Option(
+               min=1, help="without a terminal (a pipe, a log), --follow prints a progress line this often, in seconds")
+           ] = PROGRESS_EVERY_SECONDS,
            ) -> None:
     """Submit a job to the server; relative paths in it are taken from the job file's folder."""
     import yaml
@@ -37,7 +41,7 @@ def submit(job: Annotated[Path, typer.Argument(help="the job.yaml to submit")],
         fail(error)
     typer.echo(f"submitted {created['id']} ({created['state']})")
     if follow:
-        raise typer.Exit(follow_job(server, created["id"]))
+        raise typer.Exit(follow_job(server, created["id"], progress_every))
 
 
 def status(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:

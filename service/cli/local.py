@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 
 from service.exit_codes import EXIT_BAD_INPUT
+from service.progress import PROGRESS_EVERY_SECONDS
+from worker.retention import DEFAULT_CHECKPOINTS_TO_KEEP  # no torch: the base install has it
 
 
 def profiled_seq_len(spec) -> tuple[int | None, str | None]:
@@ -21,7 +23,7 @@ def profiled_seq_len(spec) -> tuple[int | None, str | None]:
         return None, None
     try:
         from worker.errors import WorkerError
-        from worker.standalone import profile_dataset
+        from worker.profiling import profile_dataset
     except ImportError:
         return None, "the worker extras are not installed (pip install 'effft[worker]')"
     try:
@@ -91,11 +93,18 @@ def plan(job: Annotated[Path, typer.Argument(help="the job.yaml to plan")],
 def run(job: Annotated[Path, typer.Argument(help="the job.yaml to run")],
         run_dir: Annotated[Path | None, typer.Option(help="the run's folder (default: runs/NAME)")] = None,
         fresh: Annotated[bool, typer.Option(help="start over instead of resuming the run's last checkpoint")] = False,
+        checkpoints_to_keep: Annotated[int, typer.Option(
+            min=1, help="checkpoints kept: the last N, and the one a resumed run started from")
+        ] = DEFAULT_CHECKPOINTS_TO_KEEP,
+        progress_every: Annotated[float, typer.Option(
+            min=1, help="without a terminal (a pipe, a log), a progress line this often, in seconds")
+        ] = PROGRESS_EVERY_SECONDS,
         ) -> None:
     """Plan against the local Ray cluster's GPUs (or this CPU) and run it, with progress and a summary."""
-    from service.standalone import run_standalone
+    from service.standalone import RunOptions, run_standalone
 
-    raise typer.Exit(run_standalone(job, run_dir, fresh, Console(width=160)))
+    options = RunOptions(run_dir, fresh, checkpoints_to_keep, progress_every)
+    raise typer.Exit(run_standalone(job, options, Console(width=160)))
 
 
 def init_example(folder: Annotated[Path, typer.Argument(help="where to write the example")],

@@ -79,3 +79,12 @@ def test_an_eval_batch_shrink_is_a_note_once(store):
     record = {"kind": "eval_batch", "step": 4, "from": 8, "to": 4, "text": "evaluation ran out of memory at batch 8"}
     store_records(store, job, [record, record])
     assert [e.reason for e in store.events(job.id)].count(record["text"]) == 1
+
+
+def test_checkpoints_removed_are_a_note_in_the_job_events(store):
+    job, _ = running_job(store)
+    record = {"kind": "checkpoints_removed", "steps": [10], "bytes_freed": 52_100_000, "kept_steps": [5, 20, 30],
+              "resumed_from_step": 5, "text": "checkpoints removed: step 10 (52.1 MB freed); kept: the last 2 and "
+                                              "step 5 (resumed from), steps 5, 20, 30"}
+    store_records(store, job, [record, record])  # a batch the shipper sent twice
+    assert [e.reason for e in store.events(job.id)].count(record["text"]) == 1

@@ -26,6 +26,7 @@ def test_init_example_then_run_trains_and_prints_the_summary(effft_bin, tmp_path
     done = effft(effft_bin, "run", str(tmp_path / "ex" / "job.yaml"), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Run summary" in done.stdout and "6 / 6" in done.stdout and "exact match" in done.stdout
+    assert "step 6/6 | loss " in done.stdout  # stdout is a pipe: plain progress lines, the last step's at least
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, 7))
     assert (tmp_path / "run" / "output" / "model.safetensors").exists()

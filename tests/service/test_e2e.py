@@ -60,9 +60,14 @@ def lora_job(server, name: str, steps: int) -> Path:
 
 
 def test_submit_follow_reaches_succeeded_with_every_step_stored_and_exported(server, effft_bin):
-    done = run_cli(effft_bin, server["env"], "submit", str(lora_job(server, "e2e", 6)), "--follow")
+    done = run_cli(effft_bin, server["env"], "submit", str(lora_job(server, "e2e", 6)), "--follow",
+                   "--progress-every", "1")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout and "Run summary" in done.stdout
+    # stdout is a pipe, as under `| cat`: plain progress lines, the first step's and the last's at least
+    progress = [line for line in done.stdout.splitlines() if line.startswith("step ")]
+    assert progress[0].startswith("step 1/6 | loss ") and progress[-1].startswith("step 6/6 | loss "), progress
+    assert all(" tok/s | mem peak " in line and " | ETA " in line for line in progress)
     job_id = done.stdout.split("submitted ")[1].split()[0]
     assert (server["data"] / "outputs" / "admin" / "e2e" / "adapter_model.safetensors").exists()
     steps = [m["step"] for m in get(server["url"], server["token"], f"/v1/jobs/{job_id}/metrics")["items"]]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
-from planner.catalog import Inventory, cpu_with_memory
+from planner import Inventory, cpu_with_memory
 from planner.plan import load_plan
 from service.db import make_engine
 from service.migrate import upgrade
@@ -250,39 +253,111 @@ def test_a_job_ray_already_runs_is_adopted_and_keeps_its_worker_token(store, set
 # -- planning off the loop, within a time limit, against the files as they are then (issue 9) --------------------
 
 
-def test_a_job_stuck_planning_blocks_neither_following_nor_cancelling_and_times_out(store, settings, cluster, queue,
-                                                                                    monkeypatch):
-    import threading
+def long_conversations(path, rows: int = 1000, exchanges: int = 200):
+    """A dataset that takes minutes to profile, though it is only 27 MB: each conversation of `exchanges`
+    question-answer pairs is rendered by the chat template once per assistant turn, prefix by prefix (0.39 s a
+    conversation on this machine's idle core: about 6.5 minutes for 1,000)."""
+    from worker.synthetic import make_pairs
 
-    import worker.standalone
+    messages = [message for question, answer in make_pairs(exchanges, seed=2)
+                for message in ({"role": "user", "content": question}, {"role": "assistant", "content": answer})]
+    path.write_text((json.dumps({"messages": messages}) + "\n") * rows, encoding="utf-8")
+    return path
 
-    release = threading.Event()
-    real_profile = worker.standalone.profile_dataset
 
-    def slow_hub_fetch(spec):
-        if spec.name == "slow":
-            release.wait(60)  # a hub fetch that hangs
-        return real_profile(spec)
+def tick_until(scheduler, done, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        scheduler.tick(wait=1)
 
-    monkeypatch.setattr(worker.standalone, "profile_dataset", slow_hub_fetch)
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_dataset_that_takes_minutes_to_profile_delays_only_its_own_job(store, settings, queue, tmp_path):
+    cluster = FakeCluster(Inventory.single(cpu_with_memory(16 * 2**30), 2))  # room for both small jobs
+    scheduler = Scheduler(store, settings, cluster, "http://testserver")
+    slow = queue("slow", dataset=long_conversations(tmp_path / "long.jsonl"))
+    small = [queue("small-1"), queue("small-2")]
+    assert settings.planning_processes == 2  # the default: the slow job holds one slot throughout
+    tick_until(scheduler, lambda: all(store.get(job_id).state == State.RUNNING for job_id in small))
+    assert [store.get(job_id).state for job_id in small] == [State.RUNNING, State.RUNNING]
+    assert store.get(slow).state == State.PLANNING and [s[0] for s in cluster.submitted] == small
+    pid = scheduler.planning_pids()[slow]
+    assert not process_gone(pid)  # still profiling, in a process of its own
+    assert store.transition(slow, State.PLANNING, State.CANCELLED, "cancelled by alice")
+    scheduler.tick()
+    assert scheduler.planning_pids() == {} and process_gone(pid)  # killed at once: its slot is free
+
+
+def test_a_job_planning_past_its_time_limit_is_killed_and_fails(store, settings, cluster, queue, tmp_path):
     now = [0.0]
     settings.planning_timeout_seconds = 100
     scheduler = Scheduler(store, settings, cluster, "http://testserver", clock=lambda: now[0])
-    slow, fast = queue("slow"), queue("fast")
-    scheduler.tick(wait=5)
-    assert store.get(fast).state == State.RUNNING  # planned and started while "slow" still hangs
+    slow, fast = queue("slow", dataset=long_conversations(tmp_path / "long.jsonl")), queue("fast")
+    tick_until(scheduler, lambda: store.get(fast).state == State.RUNNING)
+    assert store.get(fast).state == State.RUNNING  # planned and started while "slow" still profiles
     assert store.get(slow).state == State.PLANNING
     cluster.statuses[ray_id(fast)] = "SUCCEEDED"
     scheduler.tick()
-    assert store.get(fast).state == State.SUCCEEDED
+    assert store.get(fast).state == State.SUCCEEDED  # followed meanwhile
+    pid = scheduler.planning_pids()[slow]
     now[0] = 101
     scheduler.tick()
     job = store.get(slow)
     assert (job.state, job.cause) == (State.FAILED, "bad_input") and "longer than 100 s" in job.message
-    release.set()
-    time.sleep(0.5)
-    scheduler.tick()
+    assert "EFFFT_PLANNING_TIMEOUT_SECONDS" in job.message
+    assert scheduler.planning_pids() == {} and process_gone(pid)
+    scheduler.tick(wait=1)
     assert store.get(slow).state == State.FAILED and [s[0] for s in cluster.submitted] == [fast]
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_planning_process_ends_itself_when_the_server_is_gone(store, settings, cluster, queue, tmp_path):
+    scheduler = Scheduler(store, settings, cluster, "http://testserver")
+    job_id = queue(dataset=long_conversations(tmp_path / "long.jsonl"))
+    scheduler.tick()
+    pid = scheduler.planning_pids()[job_id]
+    os.kill(parent_of(pid), signal.SIGKILL)  # the forkserver: it ends with the server that started it
+    deadline = time.monotonic() + 20
+    while not process_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process_gone(pid)  # nothing would have stopped it for the whole planning time limit
+    scheduler.tick()
+    job = store.get(job_id)
+    assert (job.state, job.cause) == (State.FAILED, "system") and "without an answer" in job.message
+
+
+@pytest.mark.parametrize(("setting", "field", "named"), [
+    ("planning_max_dataset_bytes", "dataset.path", "EFFFT_PLANNING_MAX_DATASET_BYTES"),
+    ("planning_max_rows", "dataset.max_samples", "EFFFT_PLANNING_MAX_ROWS")])
+def test_a_dataset_past_the_size_limits_fails_as_bad_input_naming_the_fix(scheduler, store, cluster, queue,
+                                                                         settings, setting, field, named):
+    setattr(settings, setting, 100)  # the chat data: 200 rows, 20 KB
+    job_id = queue()
+    scheduler.tick(wait=60)
+    job = store.get(job_id)
+    assert (job.state, job.cause) == (State.FAILED, "bad_input"), job.message
+    assert job.message.startswith(f"{field} = ") and named in job.message
+    assert cluster.submitted == []
+
+
+def test_dataset_max_samples_brings_a_dataset_within_the_row_limit(scheduler, store, settings, tiny_model,
+                                                                    chat_data):
+    settings.planning_max_rows = 100
+    spec = job_spec(tiny_model, chat_data)
+    spec["dataset"]["max_samples"] = 100
+    job_id = store.submit("alice", spec)[0].id
+    scheduler.tick(wait=60)
+    assert store.get(job_id).state == State.RUNNING, store.get(job_id).message
 
 
 def test_a_dataset_swapped_for_a_link_outside_after_submit_fails_at_planning(scheduler, store, cluster, queue,
@@ -314,6 +389,7 @@ def test_the_driver_checks_the_confinement_again_and_connects_by_address(store, 
     from worker.errors import DataError
 
     cluster.address = "127.0.0.1:6390"
+    settings.checkpoints_to_keep = 3
     data = write_jsonl(tmp_path / "late.jsonl", [{"text": "hello"}])
     job_id = queue(dataset=data)
     Scheduler(store, settings, cluster, "http://testserver").tick(wait=60)
@@ -323,34 +399,40 @@ def test_the_driver_checks_the_confinement_again_and_connects_by_address(store, 
     driven = []
     monkeypatch.setattr(job_main, "inventory", lambda: (cluster.inventory(), {}))
     monkeypatch.setattr(job_main, "run_with_recovery", lambda run, sink, replanner, max_replans: driven.append(
-        (replanner is not None, max_replans)))
+        (replanner is not None, max_replans, run.job.checkpoints_to_keep)))
     monkeypatch.setattr(job_main.Shipper, "start", lambda self: self)
     monkeypatch.setattr(job_main.Shipper, "drain", lambda self, seconds: True)
     assert job_main.main(str(job_file)) == 0
     assert connected == ["127.0.0.1:6390"]
     # the job file carries the spec, so the driver can re-plan after an out-of-memory, at most this often
-    assert driven == [(True, settings.max_replans)]
+    assert driven == [(True, settings.max_replans, 3)]  # EFFFT_CHECKPOINTS_TO_KEEP, through the job file
     data.unlink()
     data.symlink_to("/etc/passwd")  # swapped after planning
     with pytest.raises(DataError, match="outside the roots"):
         job_main.main(str(job_file))
 
 
-def test_a_job_cancelled_while_it_is_planned_is_never_submitted(store, settings, cluster, queue, monkeypatch):
-    import threading
+def test_a_job_cancelled_while_it_is_planned_is_never_submitted(store, settings, cluster, queue, tmp_path):
+    scheduler = Scheduler(store, settings, cluster, "http://testserver")
+    job_id = queue(dataset=long_conversations(tmp_path / "long.jsonl"))
+    scheduler.tick()
+    assert store.get(job_id).state == State.PLANNING
+    pid = scheduler.planning_pids()[job_id]
+    assert store.transition(job_id, State.PLANNING, State.CANCELLED, "cancelled by alice")
+    scheduler.tick(wait=60)
+    assert store.get(job_id).state == State.CANCELLED
+    assert scheduler.planning_pids() == {} and process_gone(pid)
+    assert cluster.submitted == [] and not (settings.data_dir / "runs" / job_id).exists()
 
-    import worker.standalone
 
-    release, real_profile = threading.Event(), worker.standalone.profile_dataset
-    monkeypatch.setattr(worker.standalone, "profile_dataset", lambda spec: release.wait(60) and real_profile(spec))
+def test_a_job_cancelled_just_after_its_planning_ended_is_never_submitted(store, settings, cluster, queue):
     scheduler = Scheduler(store, settings, cluster, "http://testserver")
     job_id = queue()
     scheduler.tick()
-    assert store.get(job_id).state == State.PLANNING
+    scheduler._wait_for_planning(time.monotonic() + 60)  # the plan is in, not yet reaped
     assert store.transition(job_id, State.PLANNING, State.CANCELLED, "cancelled by alice")
-    release.set()
-    scheduler.tick(wait=60)
-    assert store.get(job_id).state == State.CANCELLED
+    scheduler.tick()
+    assert store.get(job_id).state == State.CANCELLED and store.get(job_id).plan is None
     assert cluster.submitted == [] and not (settings.data_dir / "runs" / job_id).exists()
 
 

@@ -115,3 +115,12 @@ def test_a_steady_step_above_the_safety_line_is_replanned_before_the_allocator_f
     steps = last_per_step(records)
     assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
     assert all(r["memory_step_peak_bytes"] <= budget * 0.95 for r in steps if r["plan_attempt"] == 1)
+    # a checkpoint a step; Ray keeps the last 2 (5, 6), effft the one the re-plan resumed from (2), and every
+    # checkpoint removed is said, step and bytes
+    kept = tmp_path / "ray" / "effft-resumed-from" / "pressure"
+    assert [folder.name for folder in kept.iterdir()] == ["step-2"]
+    assert len([f for f in (tmp_path / "ray" / "pressure").glob("checkpoint_*") if f.is_dir()]) == 2
+    removed = [r for r in records if r["kind"] == "checkpoints_removed"]
+    assert [r["steps"] for r in removed] == [[1], [2], [3], [4]]
+    assert removed[1]["bytes_freed"] == 0 and removed[0]["bytes_freed"] > 0  # step 2 is still held by its copy
+    assert removed[-1]["kept_steps"] == [2, 5, 6] and removed[-1]["resumed_from_step"] == 2

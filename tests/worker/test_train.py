@@ -118,3 +118,11 @@ def test_epochs_set_the_step_count_from_the_data(tiny_model, datasets, tmp_path)
     plan = make_plan(tiny_model, datasets["chat"], method="lora", training={"max_steps": None, "epochs": 0.05})
     summary, records = run(plan, tmp_path)
     assert records[0]["total_steps"] == summary["step"] >= 1
+
+
+def test_the_trainer_keeps_as_many_checkpoints_as_the_job_says(tiny_model, datasets, tmp_path):
+    from worker.train import training_arguments
+
+    plan = make_plan(tiny_model, datasets["chat"], method="lora")
+    job = WorkerJob(plan, str(tmp_path / "out"), str(tmp_path / "work"), checkpoints_to_keep=5)
+    assert training_arguments(job, 12, torch.device("cpu"), evaluate=False).save_total_limit == 5
