@@ -45,7 +45,7 @@ from worker.sinks import MetricsSink
 from worker.train import WorkerJob, train
 
 HF_CHECKPOINT = "checkpoint"  # the Trainer's folder inside each Ray checkpoint
-SETTLE_SECONDS = 600  # a failing attempt waits at most this long for its last checkpoint's upload
+SETTLE_SECONDS = 300  # a failing attempt waits at most this long for its last checkpoint's upload
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
