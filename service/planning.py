@@ -139,8 +139,8 @@ class PlanningProcess:
         """Stop the child now (past its deadline, or its job cancelled): its slot and memory are free at once."""
         if self._process.is_alive():
             self._process.kill()
-        self.close()
 
     def close(self) -> None:
+        """Reap the ended (or killed) child and close its pipe; closing twice is harmless."""
         self._process.join(5)
         self._answers.close()

@@ -115,6 +115,7 @@ class Scheduler:
             self._thread.join(timeout=30)
         for planning in self._planning.values():
             planning.process.kill()
+            planning.process.close()
         self._planning.clear()
 
     def _loop(self) -> None:

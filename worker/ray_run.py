@@ -46,7 +46,7 @@ from worker.sinks import MetricsSink
 from worker.train import WorkerJob, train
 
 HF_CHECKPOINT = "checkpoint"  # the Trainer's folder inside each Ray checkpoint
-SETTLE_SECONDS = 600  # a failing attempt waits at most this long for its last checkpoint's upload
+SETTLE_SECONDS = 300  # a failing attempt waits at most this long for its last checkpoint's upload
 
 
 _CONNECTING = threading.Lock()  # the service's planning threads may all ask for the cluster at once

@@ -26,10 +26,10 @@ class SizeLimits:
 
     def check_bytes(self, spec: DatasetSpec, size: int) -> None:
         if self.max_bytes is not None and size > self.max_bytes:
-            raise DataError("dataset.path", spec.path, f"the dataset holds {size_text(size)}, more than the "
-                            f"{size_text(self.max_bytes)} this server reads to profile a dataset before planning "
-                            f"({self.bytes_setting}); give a smaller file or folder, or ask the operator to raise "
-                            f"{self.bytes_setting}")
+            raise DataError("dataset.path", spec.path, f"the dataset holds {size:,} bytes ({size_text(size)}), more "
+                            f"than the {self.max_bytes:,} bytes this server reads to profile a dataset before "
+                            f"planning ({self.bytes_setting}); give a smaller file or folder, or ask the operator "
+                            f"to raise {self.bytes_setting}")
 
     def check_rows(self, spec: DatasetSpec, rows: int) -> None:
         if self.max_rows is not None and rows > self.max_rows:

@@ -141,3 +141,23 @@ def test_max_samples_caps_the_rows(tokenizer, datasets):
     data = tokenize_dataset(DatasetSpec(path=str(datasets["alpaca"]), max_samples=7), tokenizer)
     assert len(data.train) == 7
     assert json.loads(datasets["alpaca"].read_text().splitlines()[0])["instruction"]
+
+
+def test_size_limits_count_every_file_of_a_folder_before_reading_and_rows_after_max_samples(tmp_path):
+    from worker.data import checked_rows
+    from worker.rows import SizeLimits
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("a.jsonl", "b.jsonl"):
+        write_jsonl(folder / name, [{"text": "x" * 80}] * 5)  # 465 bytes each
+    limits = SizeLimits(max_bytes=800, max_rows=6, bytes_setting="MAX_BYTES", rows_setting="MAX_ROWS")
+    with pytest.raises(DataError, match=r"^dataset\.path = .*holds 930 bytes \(0\.0 MB\), more than the 800 bytes.*"
+                                        r"\(MAX_BYTES\)"):
+        checked_rows(DatasetSpec(path=str(folder)), limits)  # each file is under the limit, both are not
+    with pytest.raises(DataError, match=r"^dataset\.max_samples = None: the dataset has 5 rows.*set "
+                                        r"dataset\.max_samples to 4 or fewer.*MAX_ROWS"):
+        checked_rows(DatasetSpec(path=str(folder / "a.jsonl")), SizeLimits(max_rows=4, rows_setting="MAX_ROWS"))
+    _, rows = checked_rows(DatasetSpec(path=str(folder / "a.jsonl"), max_samples=4), SizeLimits(max_rows=4))
+    assert len(rows) == 4
+    assert len(checked_rows(DatasetSpec(path=str(folder)), SizeLimits(max_bytes=2000, max_rows=10))[1]) == 10
