@@ -77,6 +77,7 @@ def test_a_plan_that_runs_out_of_memory_is_replanned_and_trains_on_as_if_uninter
     assert summary["weights_checksum"] == pytest.approx(straight["weights_checksum"], rel=1e-4)
 
 
+@pytest.mark.slow  # another minute of Ray training: `make test-all`
 def test_a_run_out_of_replans_fails_with_the_evidence(tiny_model, datasets, tmp_path):
     from worker.budget import OutOfMemory
 
@@ -92,6 +93,7 @@ def test_a_run_out_of_replans_fails_with_the_evidence(tiny_model, datasets, tmp_
     assert len(refused) == 1 and "no re-plan left (at most 0)" in refused[0]["text"]
 
 
+@pytest.mark.slow  # another minute of Ray training: `make test-all`
 def test_a_steady_step_above_the_safety_line_is_replanned_before_the_allocator_fails(tiny_model, datasets, tmp_path):
     inventory = Inventory.single(CPU, 1)
     budget = 6_800_000  # a steady step at micro-batch 4 peaks at 6.5 MB: under the budget, above 95 % of it
