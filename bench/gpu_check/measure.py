@@ -35,6 +35,17 @@ def _device_memory(device: torch.device) -> dict:
             "rss_growth": readings["memory_rss_growth_bytes"], "metric": "cpu tensor bytes"}
 
 
+def _built_model(job: dict, settings, device: torch.device):
+    """The job's model from its config with random weights, prepared as the worker does; its OOM row if the
+    build runs out."""
+    try:
+        model = prepare_model(settings, device, base=random_base_model(settings, job["config"], device))
+    except torch.OutOfMemoryError as error:
+        return _oom_row(error, device, "build")
+    release_build_memory(device)
+    return model
+
+
 def _oom_row(error: BaseException, device: torch.device, where: str) -> dict:
     """Out of memory (the allocator or the worker's cap refused), or `pressure`: a steady step passed the
     worker's safety line, so it stopped to be re-planned."""
@@ -71,11 +82,9 @@ def worker_run(job: dict) -> dict:
     settings = plan.settings
     mark_cpu_baseline()
     torch.manual_seed(settings.training.seed)
-    try:
-        model = prepare_model(settings, device, base=random_base_model(settings, job["config"], device))
-    except torch.OutOfMemoryError as error:
-        return _oom_row(error, device, "build")
-    release_build_memory(device)
+    model = _built_model(job, settings, device)
+    if isinstance(model, dict):  # the build itself ran out: its row
+        return model
     blocks = Blocks(_blocks_for(job, plan, True, settings.micro_batch_size, settings.gradient_accumulation_steps),
                     [], "random token ids")
     clock = StepClock(device, job["warmup"])
@@ -105,11 +114,9 @@ def plain_run(job: dict) -> dict:
     plan, device = load_plan(job["plan"]), device_for_rank(0)
     settings = plan.settings
     torch.manual_seed(settings.training.seed)
-    try:
-        model = prepare_model(settings, device, base=random_base_model(settings, job["config"], device))
-    except torch.OutOfMemoryError as error:
-        return _oom_row(error, device, "build")
-    release_build_memory(device)
+    model = _built_model(job, settings, device)
+    if isinstance(model, dict):  # the build itself ran out: its row
+        return model
     blocks = _blocks_for(job, plan, True, settings.micro_batch_size, settings.gradient_accumulation_steps)
     clock = StepClock(device, job["warmup"])
     with tempfile.TemporaryDirectory() as folder:
