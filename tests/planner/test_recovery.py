@@ -78,3 +78,14 @@ def test_the_ladder_halves_the_micro_batch_before_it_turns_checkpointing_on():
     new = replan(spec, profile, inventory, first, evidence_for(first, ratio, 37), EMPTY).plan
     assert new.settings.micro_batch_size < first.settings.micro_batch_size and not new.settings.gradient_checkpointing
     assert new.settings.method == "lora" and new.settings.optimizer == "adamw"
+
+
+def test_a_lighter_method_never_buys_a_larger_micro_batch():
+    # LoRA at micro-batch 1 on an L4 runs out; QLoRA frees room the tree would spend on micro-batch 2
+    spec = parse_job({**BASE, "model": MODELS["7B"], "method": "auto", "seq_len": 512})
+    profile, inventory = load_profile(spec.model.path), Inventory.single(parse_gpu_name("L4"), 1)
+    first = make_plan(spec, profile, inventory)
+    assert (first.settings.method, first.settings.micro_batch_size) == ("lora", 1)
+    ratio = first.memory.budget / first.memory.total * 2.0
+    new = replan(spec, profile, inventory, first, evidence_for(first, ratio, 5), EMPTY).plan
+    assert new.settings.method == "qlora" and new.settings.micro_batch_size == 1
