@@ -78,19 +78,23 @@ def plan_outcome(request: PlanningRequest) -> dict:
         return failure(Cause.SYSTEM, f"{type(error).__name__}: {error}")
 
 
-def _child_main(request: PlanningRequest, answer) -> None:
-    """In the child: the outcome, sent back; it ends itself if orphaned or late (see _watch)."""
-    threading.Thread(target=_watch, args=(request.timeout_seconds + GRACE_SECONDS,), daemon=True).start()
+def _child_main(request: PlanningRequest, answer, lifeline) -> None:
+    """In the child: the outcome, sent back; it ends itself if the server is gone or it is late (see _watch)."""
+    threading.Thread(target=_watch, args=(lifeline, request.timeout_seconds + GRACE_SECONDS), daemon=True).start()
     answer.send(plan_outcome(request))
     answer.close()
 
 
-def _watch(seconds: float) -> None:
-    """End this process when the server is gone (the forkserver, its parent, ends with it and this process is
-    handed to another) or `seconds` after it started: nothing else would stop it then."""
-    parent, deadline = os.getppid(), time.monotonic() + seconds
-    while os.getppid() == parent and time.monotonic() < deadline:
-        time.sleep(1)
+def _watch(lifeline, seconds: float) -> None:
+    """End this process when the server is gone or `seconds` after it started: nothing else would stop it then.
+
+    The server holds the lifeline's only write end and never writes, so the read end polls ready exactly when
+    the server's process has ended (the kernel closes its files). Watching for a new parent would not do:
+    multiprocessing hands each child the forkserver's keep-alive fd, so the forkserver outlives the server for
+    as long as this child does; and an event could be missed where this state cannot."""
+    deadline = time.monotonic() + seconds
+    while not lifeline.poll(min(1.0, max(0.0, deadline - time.monotonic()))) and time.monotonic() < deadline:
+        pass
     os._exit(EXIT_ABANDONED)
 
 
@@ -106,9 +110,12 @@ class PlanningProcess:
     def __init__(self, request: PlanningRequest, name: str):
         context = planning_context()
         self._answers, answer = context.Pipe(duplex=False)
-        self._process = context.Process(target=_child_main, args=(request, answer), name=name, daemon=True)
+        lifeline, self._lifeline = context.Pipe(duplex=False)  # held open here, for as long as this server lives
+        self._process = context.Process(target=_child_main, args=(request, answer, lifeline), name=name,
+                                        daemon=True)
         self._process.start()
         answer.close()  # the child has its own end: once it exits, reading here ends instead of waiting
+        lifeline.close()
         self._outcome: dict | None = None
 
     @property
@@ -144,3 +151,4 @@ class PlanningProcess:
         """Reap the ended (or killed) child and close its pipe; closing twice is harmless."""
         self._process.join(5)
         self._answers.close()
+        self._lifeline.close()

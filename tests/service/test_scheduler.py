@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from planner import Inventory, cpu_with_memory
+from planner.calibration import CalibrationTable
 from planner.plan import load_plan
 from service.db import make_engine
 from service.migrate import upgrade
+from service.planning import PlanningRequest
 from service.scheduler import Scheduler
 from service.states import State
 from service.store import JobStore
-from tests.service.conftest import FakeCluster, job_spec, write_jsonl
+from tests.service.conftest import CPU_INVENTORY, FakeCluster, job_spec, write_jsonl
 from worker.job_file import JobFile
 
 
@@ -272,11 +277,12 @@ def tick_until(scheduler, done, seconds: float = 120) -> None:
 
 
 def process_gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie (an orphan's new parent may be slow to reap it, or never do)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
         return True
-    return False
+    return state in ("Z", "X")
 
 
 def test_a_dataset_that_takes_minutes_to_profile_delays_only_its_own_job(store, settings, queue, tmp_path):
@@ -317,23 +323,41 @@ def test_a_job_planning_past_its_time_limit_is_killed_and_fails(store, settings,
     assert store.get(slow).state == State.FAILED and [s[0] for s in cluster.submitted] == [fast]
 
 
-def parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def test_a_planning_process_ends_itself_when_the_server_is_gone(store, settings, cluster, queue, tmp_path):
+def test_a_planning_process_killed_fails_its_job_as_efffts_own_failure(store, settings, cluster, queue, tmp_path):
     scheduler = Scheduler(store, settings, cluster, "http://testserver")
     job_id = queue(dataset=long_conversations(tmp_path / "long.jsonl"))
     scheduler.tick()
-    pid = scheduler.planning_pids()[job_id]
-    os.kill(parent_of(pid), signal.SIGKILL)  # the forkserver: it ends with the server that started it
+    os.kill(scheduler.planning_pids()[job_id], signal.SIGKILL)  # as the kernel's OOM killer would
+    tick_until(scheduler, lambda: store.get(job_id).state == State.FAILED, seconds=30)
+    job = store.get(job_id)
+    assert job.cause == "system" and "without an answer (exit code -9, killed: out of memory?)" in job.message
+    assert "EFFFT_PLANNING_MAX_DATASET_BYTES" in job.message and scheduler.planning_pids() == {}
+
+
+SERVER = """
+import pickle, sys, time
+from service.planning import PlanningProcess
+process = PlanningProcess(pickle.loads(sys.stdin.buffer.read()), "effft-plan-orphan")
+print(process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_planning_process_ends_itself_when_the_server_is_gone(store, settings, queue, tmp_path):
+    job = store.get(queue(dataset=long_conversations(tmp_path / "long.jsonl")))
+    request = PlanningRequest(job.owner, job.spec, settings, CPU_INVENTORY, CalibrationTable({}), timeout_seconds=600)
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              cwd=Path(__file__).parents[2])
+    server.stdin.write(pickle.dumps(request))
+    server.stdin.close()
+    pid = int(server.stdout.readline())  # planning now, for minutes
+    assert not process_gone(pid)
+    server.kill()  # as the OOM killer or a kill -9 would end it: nothing of the server runs after this
+    server.wait()
     deadline = time.monotonic() + 20
     while not process_gone(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert process_gone(pid)  # nothing would have stopped it for the whole planning time limit
-    scheduler.tick()
-    job = store.get(job_id)
-    assert (job.state, job.cause) == (State.FAILED, "system") and "without an answer" in job.message
+    assert process_gone(pid)  # nothing else would have stopped it for the whole planning time limit
 
 
 @pytest.mark.parametrize(("setting", "field", "named"), [
