@@ -121,12 +121,13 @@ def serve(database_url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
 
 
 def reset_postgres(url: str) -> None:
-    from sqlalchemy import create_engine, text
+    """Every table in the database dropped (whatever migrations made them), so each run starts empty."""
+    from sqlalchemy import MetaData, create_engine
 
     engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS step_metrics, memory_checks, job_events, jobs, alembic_version "
-                                "CASCADE"))
+    tables = MetaData()
+    tables.reflect(engine)
+    tables.drop_all(engine)
     engine.dispose()
 
 

@@ -12,6 +12,9 @@ import json
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from planner.errors import FieldProblem, SpecError
 
@@ -22,8 +25,8 @@ MAX_NODES = 20_000  # scalars, lists and mappings after every alias is expanded
 TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels; a job spec is a few levels deep"
 
 
-class _LimitedLoader(yaml.SafeLoader):
-    """SafeLoader that counts depth and aliases while it composes the node graph."""
+class _Limited:
+    """A loader's composer that counts depth and aliases while it composes the node graph."""
 
     def __init__(self, stream: str):
         super().__init__(stream)
@@ -45,6 +48,24 @@ class _LimitedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+
+class _PlainLoader(_Limited, yaml.SafeLoader):
+    """PyYAML in Python: the reference, and the one whose errors are shown."""
+
+
+try:  # libyaml's parser in C (four times faster) under PyYAML's composer, which _Limited extends
+    from yaml._yaml import CParser
+
+    class _FastLoader(_Limited, Composer, CParser, SafeConstructor, Resolver):
+        def __init__(self, stream: str):
+            CParser.__init__(self, stream)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            Composer.__init__(self)
+            self.depth, self.aliases, self.nodes = 0, 0, 0
+except ImportError:  # PyYAML built without libyaml
+    _FastLoader = _PlainLoader
 
 
 class _Refused(Exception):
@@ -74,7 +95,18 @@ def _expanded_nodes(root: yaml.Node) -> int:
 
 
 def _load_yaml(text: str) -> Any:
-    loader = _LimitedLoader(text)
+    """libyaml reads nearly every spec; what it refuses (it is stricter: YAML's `\\uD83D` escapes of a surrogate
+    half, for one) is read again by PyYAML, whose answer, or error, is the reference."""
+    try:
+        return _load_with(_FastLoader, text)
+    except yaml.YAMLError:
+        if _FastLoader is _PlainLoader:
+            raise
+    return _load_with(_PlainLoader, text)
+
+
+def _load_with(loader_class: type, text: str) -> Any:
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         if node is None:

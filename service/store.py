@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from planner.recovery import MemoryEvidence
@@ -61,12 +62,11 @@ class JobStore:
     # -- jobs ------------------------------------------------------------------------------
 
     def submit(self, owner: str, spec: dict, idempotency_key: str | None = None) -> tuple[Job, bool]:
-        """Store a queued job; with a key seen before (same owner, same body) return that job instead."""
+        """Store a queued job; with a key seen before (same owner, same body) return that job instead.
+
+        The insert comes first: a new key (nearly every submit) costs no look-up, and a key seen before, or one
+        a concurrent retry is storing now, fails the (owner, key) unique constraint and finds that job."""
         idempotency_key = idempotency_key or None  # an empty key is no key (it would collide with every other)
-        if idempotency_key:
-            earlier = self._by_key(owner, idempotency_key)
-            if earlier is not None:
-                return self._same_body(earlier, spec), False
         job = Job(id=new_job_id(), owner=owner, name=spec["name"], state=State.QUEUED, spec=spec,
                   idempotency_key=idempotency_key)
         try:
@@ -74,8 +74,7 @@ class JobStore:
                 session.add(job)
                 session.add(JobEvent(job_id=job.id, from_state=None, to_state=State.QUEUED, reason="submitted"))
                 session.commit()
-        except Exception:
-            # a concurrent retry with the same key won the insert: answer with its job
+        except IntegrityError:
             earlier = self._by_key(owner, idempotency_key) if idempotency_key else None
             if earlier is None:
                 raise

@@ -18,8 +18,21 @@ from service.db import Job, JobEvent, StepMetric
 log = logging.getLogger("effft.api")
 
 
+def strict_json(value) -> bytes:
+    """`value` as strict JSON in UTF-8; ValueError (or TypeError, UnicodeEncodeError) when it is not one."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
 def json_safe(value):
     """`value` with non-finite numbers as strings ('inf', 'nan') and text re-encodable as UTF-8."""
+    try:  # nearly always: what was stored is strict JSON already, checked at C speed; the walk is the slow part
+        strict_json(value)
+        return value
+    except (ValueError, TypeError, UnicodeEncodeError):
+        return _made_safe(value)
+
+
+def _made_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, str):
@@ -29,9 +42,9 @@ def json_safe(value):
         except UnicodeEncodeError:
             return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
-        return {json_safe(str(k)): json_safe(v) for k, v in value.items()}
+        return {_made_safe(str(k)): _made_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
+        return [_made_safe(v) for v in value]
     return value
 
 
@@ -39,8 +52,10 @@ class SafeJSONResponse(JSONResponse):
     """Every response of the API: strict JSON (no NaN), whatever was stored."""
 
     def render(self, content) -> bytes:
-        return json.dumps(json_safe(content), ensure_ascii=False, allow_nan=False,
-                          separators=(",", ":")).encode("utf-8")
+        try:
+            return strict_json(content)
+        except (ValueError, TypeError, UnicodeEncodeError):
+            return strict_json(_made_safe(content))
 
 
 def _time(value):

@@ -28,16 +28,18 @@ class Services(Protocol):
     def registry_for(self, store: JobStore, scope: str) -> CollectorRegistry: ...
 
 
-# create_app keeps what it was given on app.state; these hand it to the routes, and are what tests override
-def get_settings(request: Request) -> Settings:
+# create_app keeps what it was given on app.state; these hand it to the routes, and are what tests override.
+# Whatever does not block is `async def`: FastAPI runs a plain `def` dependency on a worker thread, and each such
+# hop (a thread wakeup and a loop wakeup, the GIL passed twice) cost more than the rest of a request's work.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
     return request.app.state.store
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -51,7 +53,7 @@ bearer = HTTPBearer(auto_error=False, description="a user's or admin's token; /m
                                                   "/v1/jobs/{job_id}/records only the job's worker token")
 
 
-def get_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str | None:
+async def get_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str | None:
     """The bearer token of the request, the only place the Authorization header is read; None without one."""
     if credentials is None:
         return None
@@ -61,7 +63,7 @@ def get_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depend
 TokenDep = Annotated[str | None, Depends(get_token)]
 
 
-def get_caller(settings: SettingsDep, token: TokenDep) -> Caller:
+async def get_caller(settings: SettingsDep, token: TokenDep) -> Caller:
     found = caller_for(settings, token)
     if found is None:
         raise HTTPException(401, "missing or unknown bearer token", headers={"WWW-Authenticate": "Bearer"})

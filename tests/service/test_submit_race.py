@@ -13,26 +13,31 @@ SPEC = {"name": "job", "model": "org/model", "dataset": {"path": "org/data"}}
 
 
 def race(store, monkeypatch, bodies):
-    """Submit `bodies` at once with one key, each racer's first key lookup held until every racer has made
-    it: all of them find no job and go on to insert, the race the unique (owner, key) constraint must settle.
-    Returns each submit's outcome ((job, created) or the exception it raised) and what the first lookups saw."""
-    lookup, first_seen = store._by_key, []
-    all_looked = threading.Barrier(len(bodies), timeout=20)
+    """Submit `bodies` at once with one key, each racer held before its insert until every racer is there: all
+    of them insert, the race the unique (owner, key) constraint must settle. Returns each submit's outcome
+    ((job, created) or the exception it raised) and what the losers' look-ups found."""
+    opened, found = store.session, []
+    all_there = threading.Barrier(len(bodies), timeout=20)
     racer = threading.local()
 
-    def held_lookup(owner, key):
-        found = lookup(owner, key)
-        if getattr(racer, "first_lookup", False):
-            racer.first_lookup = False
-            first_seen.append(found)
-            all_looked.wait()
-        return found
+    def held_session():
+        if getattr(racer, "first_session", False):  # the insert's session: opened first in a submit
+            racer.first_session = False
+            all_there.wait()
+        return opened()
 
-    monkeypatch.setattr(store, "_by_key", held_lookup)
+    lookup = store._by_key
+
+    def seen_lookup(owner, key):
+        found.append(lookup(owner, key))
+        return found[-1]
+
+    monkeypatch.setattr(store, "session", held_session)
+    monkeypatch.setattr(store, "_by_key", seen_lookup)
     outcomes = [None] * len(bodies)
 
     def submit(index, body):
-        racer.first_lookup = True
+        racer.first_session = True
         try:
             outcomes[index] = store.submit("alice", body, idempotency_key="retry-1")
         except Exception as error:  # the outcome under test
@@ -43,13 +48,13 @@ def race(store, monkeypatch, bodies):
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    return outcomes, first_seen
+    return outcomes, found
 
 
 @pytest.mark.parametrize("racers", [2, 6])
 def test_concurrent_submits_with_one_key_make_one_job_and_all_get_its_id(store, monkeypatch, racers):
-    outcomes, first_seen = race(store, monkeypatch, [dict(SPEC)] * racers)
-    assert first_seen == [None] * racers  # every submit passed the lookup before any job existed
+    outcomes, found = race(store, monkeypatch, [dict(SPEC)] * racers)
+    assert len(found) == racers - 1 and None not in found  # every loser's insert failed, and it found the winner
     assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
     assert len({job.id for job, _ in outcomes}) == 1
     assert sorted(created for _, created in outcomes) == [False] * (racers - 1) + [True]

@@ -52,9 +52,13 @@ def list_jobs(caller: CallerDep, store: StoreDep, state: State | None = None,
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(404))
-def get_job(job: OwnedJobDep, store: StoreDep):
+async def get_job(job_id: str, caller: CallerDep, store: StoreDep):
     """A job with its latest step as `progress`."""
-    return job_view(job, store.latest_metric(job.id))
+    def read():  # the job and its progress in one trip to a worker thread: the route clients poll most
+        job = owned_job(store, job_id, caller)
+        return job_view(job, store.latest_metric(job.id))
+
+    return await run_in_threadpool(read)
 
 
 @router.get("/{job_id}/events", response_model=EventsPublic, responses=errors(404))
