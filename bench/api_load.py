@@ -5,7 +5,7 @@ static CPU inventory and no scheduler: this measures the API and the store, not 
 client submits jobs (every tenth submit is retried with the same Idempotency-Key, as a client
 whose answer was lost would) and polls each job once. Bounded in count and time.
 
-    .venv/bin/python bench/api_load.py [--clients 50] [--jobs-per-client 20] [--postgres URL]
+    .venv/bin/python bench/api_load.py [--clients 50] [--runs 5] [--saturated] [--postgres URL]
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from tests.conftest import free_port  # noqa: E402
 
 TOKEN = "bench-token"
 SERVER = """
-import sys, uvicorn
+import sys
 from planner import Inventory, cpu_with_memory
-from service.server import build_app
+from service.server import build_app, run_http
 from service.settings import Settings
 
 class StaticCluster:
@@ -41,7 +41,7 @@ class StaticCluster:
 
 settings = Settings(data_dir=sys.argv[2], database_url=sys.argv[3], tokens={"TOKEN": "bench"})
 app = build_app(settings, "http://127.0.0.1:" + sys.argv[1], cluster=StaticCluster(), run_scheduler=False)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+run_http(app, "127.0.0.1", int(sys.argv[1]))
 """.replace("TOKEN", TOKEN)
 
 
@@ -50,8 +50,24 @@ def job_body(data_dir: str, index: int, tag: str) -> str:
             "method: lora\ntraining: {max_steps: 10}\n")
 
 
+async def send(http: httpx.AsyncClient, latencies: list, kind: str, errors: dict, method: str, url: str,
+               **kwargs) -> httpx.Response:
+    """One request, timed; a dropped connection is counted and the request sent again (a submit carries its
+    Idempotency-Key, so a replay is safe), as a client of the API would."""
+    for _ in range(5):
+        started = time.perf_counter()
+        try:
+            response = await http.request(method, url, **kwargs)
+        except httpx.TransportError as error:
+            errors["transport"].append(f"{kind}: {type(error).__name__}: {error}")
+            continue
+        latencies.append((kind, time.perf_counter() - started))
+        return response
+    raise RuntimeError(f"{kind} failed 5 times: {errors['transport'][-1]}")
+
+
 async def client(http: httpx.AsyncClient, data_dir: str, jobs: int, deadline: float, latencies: list, keys: set,
-                 errors: list, interval: float, tag: str) -> None:
+                 errors: dict, interval: float, tag: str) -> None:
     for index in range(jobs):
         if time.monotonic() > deadline:
             return
@@ -59,22 +75,19 @@ async def client(http: httpx.AsyncClient, data_dir: str, jobs: int, deadline: fl
             await asyncio.sleep(interval * (0.5 + random.random()))
         key = uuid.uuid4().hex
         for attempt in range(2 if index % 10 == 0 else 1):  # every tenth: a retried submit
-            started = time.perf_counter()
-            response = await http.post("/v1/jobs", content=job_body(data_dir, index, tag),
-                                       headers={"Idempotency-Key": key, "Content-Type": "application/yaml"})
-            latencies.append(("submit", time.perf_counter() - started))
+            response = await send(http, latencies, "submit", errors, "POST", "/v1/jobs",
+                                  content=job_body(data_dir, index, tag),
+                                  headers={"Idempotency-Key": key, "Content-Type": "application/yaml"})
             if response.status_code not in (200, 201) or (attempt == 1 and response.status_code != 200):
-                errors.append(f"submit {response.status_code}: {response.text[:200]}")
+                errors["http"].append(f"submit {response.status_code}: {response.text[:200]}")
         keys.add(key)
-        started = time.perf_counter()
-        response = await http.get(f"/v1/jobs/{response.json()['id']}")
-        latencies.append(("get", time.perf_counter() - started))
+        response = await send(http, latencies, "get", errors, "GET", f"/v1/jobs/{response.json()['id']}")
         if response.status_code != 200:
-            errors.append(f"get {response.status_code}")
+            errors["http"].append(f"get {response.status_code}")
 
 
 async def load(url: str, data_dir: str, clients: int, jobs: int, seconds: float, interval: float, tag: str) -> dict:
-    latencies, keys, errors = [], set(), []
+    latencies, keys, errors = [], set(), {"http": [], "transport": []}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30,
                                  limits=limits) as http:
@@ -97,7 +110,8 @@ async def load(url: str, data_dir: str, clients: int, jobs: int, seconds: float,
             "get_p99_ms": 1000 * sorted(s for k, s in latencies if k == "get")[int(0.99 * (len(keys) - 1))],
             "jobs_expected": len(keys), "jobs_stored": len(stored), "lost": max(0, len(keys) - len(stored)),
             "duplicated": len(stored_keys) - len(set(stored_keys)) + max(0, len(stored) - len(keys)),
-            "errors": len(errors), "first_error": errors[0] if errors else None}
+            "errors": len(errors["http"]), "transport_errors": len(errors["transport"]),
+            "first_error": (errors["http"] + errors["transport"] or [None])[0]}
 
 
 def launch_api(args: list[str], port: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
@@ -135,32 +149,54 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--jobs-per-client", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=60, help="stop submitting after this long")
+    parser.add_argument("--seconds", type=float, default=30, help="stop submitting after this long")
     parser.add_argument("--interval", type=float, default=0.5,
-                        help="paced run: each client submits one job per this many seconds (then a closed-loop run)")
+                        help="paced: each client submits one job per this many seconds on average")
+    parser.add_argument("--runs", type=int, default=5, help="paced runs per database (median and worst shown)")
+    parser.add_argument("--saturated", action="store_true", help="then one closed-loop run (no pacing) each")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     options = parser.parse_args()
+    summary = {}
     with tempfile.TemporaryDirectory() as data_dir:
         for name, url in (("sqlite", f"sqlite:///{data_dir}/bench.db"), ("postgres", options.postgres)):
             if name == "postgres":
                 reset_postgres(url)
             process, api = serve(url, data_dir)
             try:
-                for label, interval in (("paced", options.interval), ("saturated", 0.0)):
-                    result = asyncio.run(load(api, data_dir, options.clients, options.jobs_per_client,
-                                              options.seconds, interval, label))
-                    report(f"{name} {label}", options.clients, result)
+                runs = [asyncio.run(load(api, data_dir, options.clients, options.jobs_per_client, options.seconds,
+                                         options.interval, f"paced{run}")) for run in range(options.runs)]
+                for run, result in enumerate(runs):
+                    report(f"{name} paced #{run + 1}", options.clients, result)
+                summary[name] = runs
+                if options.saturated:
+                    report(f"{name} saturated", options.clients, asyncio.run(
+                        load(api, data_dir, options.clients, options.jobs_per_client, options.seconds, 0.0, "sat")))
             finally:
                 process.terminate()
                 process.wait(timeout=30)
+    print_summary(summary, options)
+
+
+def print_summary(summary: dict[str, list[dict]], options) -> None:
+    print(f"\n{options.clients} paced clients (one submit per {options.interval} s each, every tenth retried, and a "
+          f"GET), {options.runs} runs of {options.seconds:.0f} s; goal: submit p99 <= 20 ms, 0 transport errors")
+    print(f"{'':28s}" + "".join(f"{name:>22s}" for name in summary))
+    rows = [("submit p50 ms, median/worst", "p50_ms", max), ("submit p99 ms, median/worst", "p99_ms", max),
+            ("get p99 ms, median/worst", "get_p99_ms", max), ("submits/s, median/worst", "submits_per_second", min)]
+    for label, key, worst in rows:
+        print(f"{label:28s}" + "".join(f"{statistics.median(r[key] for r in runs):>13.1f} / "
+                                       f"{worst(r[key] for r in runs):<6.1f}" for runs in summary.values()))
+    for label, key in (("transport errors, total", "transport_errors"), ("HTTP errors, total", "errors"),
+                       ("jobs lost, total", "lost"), ("jobs duplicated, total", "duplicated")):
+        print(f"{label:28s}" + "".join(f"{sum(r[key] for r in runs):>22d}" for runs in summary.values()))
 
 
 def report(label: str, clients: int, result: dict) -> None:
     print(f"{label:19s} {clients} clients: {result['submits']} submits, {result['submits_per_second']:,.0f}/s, "
-          f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms (goal <= 20), get p99 "
-          f"{result['get_p99_ms']:.1f} ms; jobs {result['jobs_stored']}/{result['jobs_expected']}, lost "
-          f"{result['lost']}, duplicated {result['duplicated']}, errors {result['errors']}"
-          + (f" ({result['first_error']})" if result["first_error"] else ""))
+          f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, get p99 {result['get_p99_ms']:.1f} ms; "
+          f"jobs {result['jobs_stored']}/{result['jobs_expected']}, lost {result['lost']}, duplicated "
+          f"{result['duplicated']}, errors {result['errors']}, transport errors {result['transport_errors']}"
+          + (f" ({result['first_error']})" if result["first_error"] else ""), flush=True)
 
 
 if __name__ == "__main__":

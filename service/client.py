@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import httpx
 
 from service.settings import LocalSettings
 from service.states import TERMINAL
+
+SEND_TRIES, RETRY_PAUSE_SECONDS = 4, 0.25  # pauses 0.25, 0.5, 1 s: about a server's restart under a supervisor
 
 
 class ClientError(Exception):
@@ -45,10 +48,7 @@ class Client:
         self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
     def _call(self, method: str, path: str, **kwargs):
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as error:
-            raise ClientError(0, f"cannot reach the server at {self.http.base_url}: {error}") from None
+        response = self._send(method, path, **kwargs)
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)
@@ -57,10 +57,29 @@ class Client:
             raise ClientError(response.status_code, detail)
         return response.json() if "json" in response.headers.get("content-type", "") else response.text
 
+    def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """The response; a request that is safe to send again (a GET, a submit with its Idempotency-Key) is sent
+        again when the connection drops, as a server restarting or closing an idle connection drops it."""
+        replayable = method == "GET" or "Idempotency-Key" in kwargs.get("headers", {})
+        tries = SEND_TRIES if replayable else 1
+        for attempt in range(tries):
+            try:
+                return self.http.request(method, path, **kwargs)
+            except httpx.TimeoutException as error:  # a server that does not answer in time would not on a resend
+                failure = error
+                break
+            except httpx.TransportError as error:
+                failure = error
+                if attempt + 1 < tries:
+                    time.sleep(RETRY_PAUSE_SECONDS * 2**attempt)
+            except httpx.HTTPError as error:
+                failure = error
+                break
+        raise ClientError(0, f"cannot reach the server at {self.http.base_url}: {failure}") from None
+
     def submit(self, body: str, idempotency_key: str | None = None) -> dict:
-        headers = {"Content-Type": "application/yaml"}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
+        """The job made; its Idempotency-Key (a new one unless given) makes a resend after a dropped answer safe."""
+        headers = {"Content-Type": "application/yaml", "Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         return self._call("POST", "/v1/jobs", content=body.encode(), headers=headers)
 
     def job(self, job_id: str) -> dict:

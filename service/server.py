@@ -74,8 +74,6 @@ def admin_token(data_dir: Path) -> str:
 
 
 def serve(host: str, port: int, data_dir: Path) -> None:
-    import uvicorn
-
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(data_dir=data_dir)
@@ -88,7 +86,19 @@ def serve(host: str, port: int, data_dir: Path) -> None:
     local = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # what a CLI on this machine dials
     url = f"http://{local}:{port}"
     (data_dir / SERVER_FILE).write_text(json.dumps({"url": url, "pid": os.getpid()}))
-    uvicorn.run(build_app(settings, settings.public_url or url), host=host, port=port, log_level="warning")
+    run_http(build_app(settings, settings.public_url or url), host, port)
+
+
+# Longer than any client keeps an idle connection (httpx: 5 s, browsers: 60 s): uvicorn's own 5 s let the
+# server close a pooled connection just as a client sent on it, which the client saw as a dropped request.
+KEEP_ALIVE_SECONDS = 75
+
+
+def run_http(app: FastAPI, host: str, port: int) -> None:
+    """Serve `app` as `effft server` does (and the API benchmark too)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 
 def serve_in_background(host: str, port: int, data_dir: Path, timeout: float = 180) -> str:
