@@ -121,8 +121,9 @@ class JobSpec(StrictModel):
     attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
     training: TrainingSpec
     resources: ResourcesSpec = ResourcesSpec()
-    # throughput: give up < 10 % of this job's tokens/s for a smaller memory share (more jobs packed per GPU)
-    objective: Literal["fastest", "least_memory", "throughput"] = "fastest"
+    # throughput: give up < 10 % of this job's tokens/s for a smaller memory share (more jobs packed per GPU);
+    # auto: throughput while more jobs wait than GPUs are free (the scheduler says), else fastest
+    objective: Literal["auto", "fastest", "least_memory", "throughput"] = "auto"
     # auto: replicate (DDP) where a replica fits, else FSDP; ddp / fsdp need resources.gpus >= 2; none: one GPU
     sharding: Literal["auto", "none", "ddp", "fsdp"] = "auto"
     output: OutputSpec = OutputSpec()

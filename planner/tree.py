@@ -10,6 +10,7 @@ from planner.context import PlanContext, check_sharding, checkpoint_interval, ch
 from planner.errors import FieldProblem, InfeasibleError, SpecError
 from planner.layer_walk import estimate_activations
 from planner.memory import MemoryBreakdown, estimate_memory
+from planner.objective import Queue, resolved_objective
 from planner.plan import Decision, ParamCounts, Plan, PlanMemory, PlanThroughput
 from planner.profile import ModelProfile
 from planner.rules import AUTO_SKIPS, MIN_THROUGHPUT_GAIN, STATIC_LADDER, THROUGHPUT_COST, Rung
@@ -271,8 +272,12 @@ def _lighter_for_sharing(ctx: PlanContext, evaluated, best: RunSetup, best_tps: 
 
 
 def make_plan(spec: JobSpec, profile: ModelProfile, inventory: Inventory, budget_override: int | None = None,
-              calibration: CalibrationTable = EMPTY, seq_len: int | None = None) -> Plan:
+              calibration: CalibrationTable = EMPTY, seq_len: int | None = None, queue: Queue | None = None) -> Plan:
     decisions: list[Decision] = []
+    objective, why, numbers = resolved_objective(spec, queue)
+    decisions.append(Decision(step="resources", setting="objective", choice=objective, reason=why, numbers=numbers,
+                              pinned=spec.objective != "auto"))
+    spec = spec.model_copy(update={"objective": objective})
     check_attention(spec, profile.arch)
     gpu, count = choose_gpus(spec, inventory, decisions)
     check_sharding(spec, count)

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from planner import InfeasibleError, ModelProfileError, SpecError, parse_job, plan_job
+from planner import InfeasibleError, ModelProfileError, Queue, SpecError, parse_job, plan_job
 from planner.calibration import CalibrationTable
 from planner.catalog import Inventory
 from service.policy import policy_problems
@@ -45,6 +45,7 @@ class PlanningRequest:
     inventory: Inventory  # the cluster's GPUs when planning began
     calibration: CalibrationTable  # the factors fitted from the store's measured runs
     timeout_seconds: float
+    queue: Queue | None = None  # jobs waiting and GPUs free, for objective auto (None: plan it as if alone)
 
 
 def failure(cause: Cause, message: str) -> dict:
@@ -67,7 +68,8 @@ def plan_outcome(request: PlanningRequest) -> dict:
         if problems:
             raise SpecError(problems)
         data = profile_dataset(spec, size_limits(request.settings))
-        plan = plan_job(spec, request.inventory, calibration=request.calibration, seq_len=data.seq_len)
+        plan = plan_job(spec, request.inventory, calibration=request.calibration, seq_len=data.seq_len,
+                        queue=request.queue)
         return {"plan": plan.to_dict()}
     except InfeasibleError as error:
         return failure(Cause.INFEASIBLE, str(error))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for_any
 from pathlib import Path
 
+from planner.objective import Queue
 from planner.plan import Plan, PlanVersionError, load_plan
 from service.calibration import table_from_store
 from service.cluster import context_bytes, device_loads
@@ -142,8 +143,9 @@ class Scheduler:
     def _begin_planning(self, job) -> None:
         timeout = self.settings.planning_timeout_seconds
         try:  # the inputs are read here, so the child needs neither the store nor Ray
-            request = PlanningRequest(job.owner, job.spec, self.settings, self.cluster.inventory(),
-                                      table_from_store(self.store), timeout)
+            inventory = self.cluster.inventory()
+            request = PlanningRequest(job.owner, job.spec, self.settings, inventory, table_from_store(self.store),
+                                      timeout, self._queue(inventory))
             process = PlanningProcess(request, name=f"effft-plan-{job.id}")
         except Exception as error:  # Ray or the database away, or no process to be had: effft's failure
             log.exception("scheduler: planning %s could not start", job.id)
@@ -151,6 +153,15 @@ class Scheduler:
                        f"{error}")
             return
         self._planning[job.id] = Planning(self.clock() + timeout, process)
+
+    def _queue(self, inventory) -> Queue | None:
+        """Jobs not yet running and devices no job holds, as objective auto weighs them (None: the setting is off)."""
+        if not self.settings.throughput_when_queued:
+            return None
+        counts = self.store.counts_by_state()
+        waiting = sum(counts.get(state, 0) for state in (State.QUEUED, State.PLANNING, State.WAITING))
+        free = sum(1 for load in device_loads(self.store, inventory) if not load.jobs and not load.whole)
+        return Queue(waiting, free)
 
     def _wait_for_planning(self, until: float) -> None:
         """Block until every planning in flight has an outcome, or until `until` (time.monotonic)."""

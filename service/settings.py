@@ -54,6 +54,9 @@ class Settings(LocalSettings):
     # a steady step above this share of the job's budget is re-planned before the allocator fails; 1: never
     memory_safety_line: float = Field(default=0.95, gt=0, le=1)
     metrics_job_retention_hours: float = 24.0  # finished jobs keep their /metrics series this long
+    # objective auto plans for throughput (smaller memory shares, more jobs per GPU) while more jobs wait than
+    # GPUs are free; false: auto is always fastest
+    throughput_when_queued: bool = True
 
     @field_validator("tokens")
     @classmethod
