@@ -113,9 +113,9 @@ class Arch:
     experts: Experts | None = None  # mixture of experts in place of (or beside, when shared) the MLP
     dense_layers: int = 0  # MoE models: layers with a dense MLP instead (Qwen2-MoE's mlp_only_layers)
     dense_linears: tuple[Linear, ...] = ()  # those layers' MLP Linear modules
-    # eager attention's forward: score-sized tensors alive at the softmax (its input and output; Falcon
-    # also keeps the unmasked scores), and whether the decoder layer returns the probabilities, which
-    # the model's loop holds (`outputs`) through the next layer's forward (Falcon's rotary path)
+    # eager attention's forward: score-sized tensors alive at the softmax (its input and output; before
+    # transformers 5.25 Falcon also kept the unmasked scores), and whether the decoder layer returns the
+    # probabilities, which the model's loop holds (`outputs`) through the next layer's forward (Falcon's)
     eager_forward_scores: int = 2
     eager_masks: int = 1  # masks the model materializes for eager attention (b x 1 x s x s each)
     holds_layer_probs: bool = False

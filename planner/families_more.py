@@ -70,7 +70,7 @@ def _falcon(config: dict) -> Arch:
                 parallel_residual=parallel or new_decoder, linears=linears,
                 **_dropouts(config, "attention_dropout", "hidden_dropout", "embedding_dropout"),
                 layer_walk="extended", shared_norm=parallel and norms == 1, kv_broadcast=new_decoder,
-                eager_forward_scores=3, holds_layer_probs=not config.get("alibi", False), bnb_quantizable=False)
+                eager_forward_scores=2, holds_layer_probs=not config.get("alibi", False), bnb_quantizable=False)
 
 
 def _mixtral(config: dict) -> Arch:

@@ -26,13 +26,14 @@ class Queue:
 
 
 def resolved_objective(spec: JobSpec, queue: Queue | None) -> tuple[str, str, dict]:
-    """The objective the plan follows, why, and the numbers the reason rests on."""
+    """The objective the plan follows, why, and the numbers the reason rests on.
+
+    Without a queue the decision reads the same whether the job was planned alone or beside idle GPUs, so a
+    preview (`effft plan`) and the scheduler's plan agree wherever the cluster is not busy."""
     if spec.objective != "auto":
         return spec.objective, "pinned", {}
-    if queue is None:
-        return "fastest", "auto: no queue to share GPUs with (planned on its own)", {}
-    numbers = {"jobs_waiting": queue.waiting, "free_gpus": queue.free_gpus}
-    if queue.busy:
+    if queue is not None and queue.busy:
         return "throughput", (f"auto: {queue.waiting} jobs wait for {queue.free_gpus} free GPUs, so a smaller "
-                              "memory share lets more of them run at once"), numbers
-    return "fastest", f"auto: {queue.waiting} jobs waiting, {queue.free_gpus} GPUs free: no queue", numbers
+                              "memory share lets more of them run at once"), {"jobs_waiting": queue.waiting,
+                                                                             "free_gpus": queue.free_gpus}
+    return "fastest", "auto: no jobs queue for GPUs", {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from planner.catalog import GpuGroup, Inventory, cpu_with_memory
+from planner.objective import Queue
 from service.packing import Claim, DeviceLoad, devices_of, replay
 from service.states import State
 from service.store import JobStore
@@ -24,6 +25,14 @@ def running_claims(store: JobStore) -> list[Claim]:
 
 def device_loads(store: JobStore, inventory: Inventory) -> list[DeviceLoad]:
     return replay(devices_of(inventory), running_claims(store))
+
+
+def queue_now(store: JobStore, inventory: Inventory, joining: bool = False) -> Queue:
+    """Jobs not yet running (and the one `joining`, for a preview) against the devices no job holds."""
+    counts = store.counts_by_state()
+    waiting = sum(counts.get(state, 0) for state in (State.QUEUED, State.PLANNING, State.WAITING)) + joining
+    free = sum(1 for load in device_loads(store, inventory) if not load.jobs and not load.whole)
+    return Queue(waiting, free)
 
 
 def context_bytes(inventory: Inventory, gpu_name: str) -> int:
@@ -125,4 +134,4 @@ JOBS_ROW = "jobs"  # not a memory kind: the rows' count of jobs on the devices, 
 
 
 __all__ = ["GpuGroup", "RayCluster", "context_bytes", "device_loads", "JOBS_ROW", "gpu_memory_rows",
-           "inventory_view", "running_claims"]
+           "inventory_view", "queue_now", "running_claims"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from planner.objective import Queue
 from planner.plan import Plan, PlanVersionError, load_plan
 from service.calibration import table_from_store
-from service.cluster import context_bytes, device_loads
+from service.cluster import context_bytes, device_loads, queue_now
 from service.embedded import write_secret
 from service.packing import claim_of, place, placement_record, waiting_reason
 from service.planning import PlanningProcess, PlanningRequest, failure
@@ -155,13 +155,8 @@ class Scheduler:
         self._planning[job.id] = Planning(self.clock() + timeout, process)
 
     def _queue(self, inventory) -> Queue | None:
-        """Jobs not yet running and devices no job holds, as objective auto weighs them (None: the setting is off)."""
-        if not self.settings.throughput_when_queued:
-            return None
-        counts = self.store.counts_by_state()
-        waiting = sum(counts.get(state, 0) for state in (State.QUEUED, State.PLANNING, State.WAITING))
-        free = sum(1 for load in device_loads(self.store, inventory) if not load.jobs and not load.whole)
-        return Queue(waiting, free)
+        """What objective auto weighs (None: the setting is off, auto is fastest)."""
+        return queue_now(self.store, inventory) if self.settings.throughput_when_queued else None
 
     def _wait_for_planning(self, until: float) -> None:
         """Block until every planning in flight has an outcome, or until `until` (time.monotonic)."""

@@ -72,9 +72,9 @@ def test_auto_is_throughput_exactly_while_more_jobs_wait_than_gpus_are_free(wait
     expected = pinned or ("throughput" if waiting > free else "fastest")
     assert made.settings.objective == decision.choice == expected
     assert decision.pinned == (pinned is not None)
-    if pinned is None:  # the reason rests on the queue's numbers
+    if pinned is None and waiting > free:  # the reason rests on the queue's numbers
         assert decision.numbers == {"jobs_waiting": waiting, "free_gpus": free}
-        assert f"{waiting} jobs wait" in decision.reason or waiting <= free
+        assert f"{waiting} jobs wait for {free} free GPUs" in decision.reason
     alone = queued_plan(model, "H100-80GB", None, **fields)  # effft plan / effft run: no queue known
     assert alone.settings.objective == (pinned or "fastest")
 

@@ -463,7 +463,7 @@ def test_a_job_cancelled_just_after_its_planning_ended_is_never_submitted(store,
 def test_a_new_plan_is_calibrated_by_the_runs_the_store_measured(scheduler, store, queue):
     from service.records import store_records
 
-    first_id = queue("first")
+    first_id = queue("first", objective="fastest")  # the second plans beside a running job: keep its shape
     scheduler.tick(wait=60)
     first = load_plan(store.get(first_id).plan)
     assert first.memory.calibration == 1.0  # nothing measured yet: the raw model
@@ -472,7 +472,7 @@ def test_a_new_plan_is_calibrated_by_the_runs_the_store_measured(scheduler, stor
                "memory_predicted_bytes": first.memory.total,
                "tokens_per_second": first.throughput.tokens_per_second / 2}
     store_records(store, store.get(first_id), [summary])
-    second_id = queue("second")
+    second_id = queue("second", objective="fastest")
     scheduler.tick(wait=60)
     second = load_plan(store.get(second_id).plan)
     [said] = [d for d in second.decisions if d.setting == "calibration"]
@@ -493,12 +493,12 @@ def packing_scheduler(store, settings, capacity: int) -> tuple[Scheduler, FakeCl
 
 def test_three_small_jobs_share_the_cpu_and_a_fourth_waits_for_room(store, settings, queue):
     probe, _ = packing_scheduler(store, settings, 3 * GB)
-    first = queue("first")
+    first = queue("first", objective="fastest")  # one shape for all four, queued or not
     probe.tick(wait=60)
     held = store.get(first).placement["held_bytes"]
     # room for exactly three of these: the fourth waits
     scheduler, cluster = packing_scheduler(store, settings, 3 * held + held // 2)
-    others = [queue(name) for name in ("second", "third", "fourth")]
+    others = [queue(name, objective="fastest") for name in ("second", "third", "fourth")]
     scheduler.tick(wait=60)
     scheduler.tick(wait=60)
     states = {job_id: store.get(job_id).state for job_id in (first, *others)}

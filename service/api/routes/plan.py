@@ -10,9 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from planner import InfeasibleError, PlannerError, SpecError, plan_job
 from planner.errors import FieldProblem
 from planner.plan import Plan, PlanVersionError, load_plan
-from service.api.deps import CallerDep, OwnedJobDep, ServicesDep, SettingsDep
+from service.api.deps import CallerDep, OwnedJobDep, ServicesDep, SettingsDep, StoreDep
 from service.api.openapi import JOB_BODY, errors
 from service.body import BadInput, spec_from
+from service.cluster import queue_now
 
 router = APIRouter(tags=["plan"], responses=errors(401))
 
@@ -21,12 +22,19 @@ DRY_RUN_SECONDS = 120.0  # POST /v1/plan waits this long for a hub fetch; the sc
 
 @router.post("/plan", response_model=Plan, openapi_extra=JOB_BODY,
              responses=errors(413, 504))
-async def dry_run(request: Request, caller: CallerDep, settings: SettingsDep, services: ServicesDep):
-    """Plan a spec on the cluster's inventory without storing or running anything; 422 with the numbers when
-    it cannot fit."""
+async def dry_run(request: Request, caller: CallerDep, settings: SettingsDep, services: ServicesDep,
+                  store: StoreDep):
+    """Plan a spec on the cluster's inventory without storing or running anything, as the scheduler would plan
+    it now (objective auto weighs the queue it would join); 422 with the numbers when it cannot fit."""
     spec = await spec_from(request, settings, caller.user)
+
+    def plan_now() -> Plan:
+        inventory = services.inventory()
+        queue = queue_now(store, inventory, joining=True) if settings.throughput_when_queued else None
+        return plan_job(spec, inventory, queue=queue)
+
     try:  # the inventory asks Ray, and planning reads the model's config (maybe from the hub): both block
-        planning = run_in_threadpool(lambda: plan_job(spec, services.inventory()))
+        planning = run_in_threadpool(plan_now)
         return await asyncio.wait_for(planning, DRY_RUN_SECONDS)
     except TimeoutError:
         raise HTTPException(504, f"planning took longer than {DRY_RUN_SECONDS:.0f} s (fetching the model's "
