@@ -100,6 +100,16 @@ class JobStore:
             job = session.get(Job, job_id)
         return job if job is not None and (owner is None or job.owner == owner) else None
 
+    def get_with_progress(self, job_id: str, owner: str | None = None) -> tuple[Job | None, StepMetric | None]:
+        """`get` and the job's latest step in one session: a job's page, the route clients poll most."""
+        if not is_job_id(job_id):
+            return None, None
+        with self.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or (owner is not None and job.owner != owner):
+                return None, None
+            return job, session.exec(_latest_step(job_id)).first()
+
     def list(self, owner: str | None, state: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         """Newest first; the cursor is the last job's `created_at|id` of the previous page."""
         query = select(Job)
@@ -262,9 +272,8 @@ class JobStore:
             return list(session.exec(query.order_by(StepMetric.step).limit(limit)).all())
 
     def latest_metric(self, job_id: str) -> StepMetric | None:
-        query = select(StepMetric).where(StepMetric.job_id == job_id).order_by(StepMetric.step.desc()).limit(1)
         with self.session() as session:
-            return session.exec(query).first()
+            return session.exec(_latest_step(job_id)).first()
 
     def measured_runs(self) -> list[tuple[dict, dict]]:
         """(plan, summary) of every job whose worker sent a summary: calibration's history."""
@@ -279,3 +288,7 @@ class JobStore:
     def memory_checks(self) -> list[MemoryCheck]:
         with self.session() as session:
             return list(session.exec(select(MemoryCheck)).all())
+
+
+def _latest_step(job_id: str):
+    return select(StepMetric).where(StepMetric.job_id == job_id).order_by(StepMetric.step.desc()).limit(1)

@@ -76,9 +76,14 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 def owned_job(store: JobStore, job_id: str, caller: Caller) -> Job:
     """The job if the caller may see it (its owner, or an admin)."""
     job = store.get(job_id, caller.owner_filter)
-    if job is None:  # someone else's job looks exactly like a missing one
-        raise HTTPException(404, f"no job {job_id}")
+    if job is None:
+        raise no_such_job(job_id)
     return job
+
+
+def no_such_job(job_id: str) -> HTTPException:
+    """404 for a job the caller may not see: someone else's job looks exactly like a missing one."""
+    return HTTPException(404, f"no job {job_id}")
 
 
 def get_owned_job(job_id: str, caller: CallerDep, store: StoreDep) -> Job:

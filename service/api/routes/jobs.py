@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
 from planner.errors import FieldProblem
-from service.api.deps import CallerDep, OwnedJobDep, ServicesDep, SettingsDep, StoreDep, owned_job
+from service.api.deps import CallerDep, OwnedJobDep, ServicesDep, SettingsDep, StoreDep, no_such_job, owned_job
 from service.api.models import EventsPublic, JobPublic, JobsPublic, MetricsPublic
 from service.api.openapi import JOB_BODY, errors
 from service.body import BadInput, spec_from
@@ -54,11 +54,10 @@ def list_jobs(caller: CallerDep, store: StoreDep, state: State | None = None,
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(404))
 async def get_job(job_id: str, caller: CallerDep, store: StoreDep):
     """A job with its latest step as `progress`."""
-    def read():  # the job and its progress in one trip to a worker thread: the route clients poll most
-        job = owned_job(store, job_id, caller)
-        return job_view(job, store.latest_metric(job.id))
-
-    return await run_in_threadpool(read)
+    job, latest = await run_in_threadpool(store.get_with_progress, job_id, caller.owner_filter)
+    if job is None:
+        raise no_such_job(job_id)
+    return job_view(job, latest)
 
 
 @router.get("/{job_id}/events", response_model=EventsPublic, responses=errors(404))
