@@ -114,6 +114,28 @@ async def load(url: str, data_dir: str, clients: int, jobs: int, seconds: float,
             "first_error": (errors["http"] + errors["transport"] or [None])[0]}
 
 
+def server_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cpu_per_request(url: str, pid: int, data_dir: str, pairs: int = 300) -> float:
+    """The server's CPU milliseconds per submit and GET, one client, one request at a time: the cost of a
+    request itself, which sets how many a core serves, apart from queueing."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http:
+        def pair(index: int, tag: str) -> None:
+            created = http.post("/v1/jobs", content=job_body(data_dir, index, tag),
+                                headers={"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "application/yaml"})
+            http.get(f"/v1/jobs/{created.json()['id']}")
+
+        for index in range(30):  # warm: imports, caches, the pool's connections
+            pair(index, "warm")
+        started = server_cpu_seconds(pid)
+        for index in range(pairs):
+            pair(index, "cost")
+        return 1000 * (server_cpu_seconds(pid) - started) / pairs
+
+
 def launch_api(args: list[str], port: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """`python ARGS` (an API on `port`) from the repository root; returns once /healthz answers."""
     process = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT)
@@ -156,13 +178,14 @@ def main() -> None:
     parser.add_argument("--saturated", action="store_true", help="then one closed-loop run (no pacing) each")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     options = parser.parse_args()
-    summary = {}
+    summary, cost = {}, {}
     with tempfile.TemporaryDirectory() as data_dir:
         for name, url in (("sqlite", f"sqlite:///{data_dir}/bench.db"), ("postgres", options.postgres)):
             if name == "postgres":
                 reset_postgres(url)
             process, api = serve(url, data_dir)
             try:
+                cost[name] = cpu_per_request(api, process.pid, data_dir)
                 runs = [asyncio.run(load(api, data_dir, options.clients, options.jobs_per_client, options.seconds,
                                          options.interval, f"paced{run}")) for run in range(options.runs)]
                 for run, result in enumerate(runs):
@@ -174,13 +197,14 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-    print_summary(summary, options)
+    print_summary(summary, cost, options)
 
 
-def print_summary(summary: dict[str, list[dict]], options) -> None:
+def print_summary(summary: dict[str, list[dict]], cost: dict[str, float], options) -> None:
     print(f"\n{options.clients} paced clients (one submit per {options.interval} s each, every tenth retried, and a "
           f"GET), {options.runs} runs of {options.seconds:.0f} s; goal: submit p99 <= 20 ms, 0 transport errors")
     print(f"{'':28s}" + "".join(f"{name:>22s}" for name in summary))
+    print(f"{'server CPU ms per submit+GET':28s}" + "".join(f"{cost[name]:>22.2f}" for name in summary))
     rows = [("submit p50 ms, median/worst", "p50_ms", max), ("submit p99 ms, median/worst", "p99_ms", max),
             ("get p99 ms, median/worst", "get_p99_ms", max), ("submits/s, median/worst", "submits_per_second", min)]
     for label, key, worst in rows:
