@@ -22,6 +22,7 @@ from service.embedded import write_secret
 from service.packing import claim_of, place, placement_record, waiting_reason
 from service.planning import PlanningProcess, PlanningRequest, failure
 from service.policy import confinement
+from service.restarts import restart_driver
 from service.settings import Settings
 from service.states import Cause, State
 from service.store import JobStore
@@ -278,6 +279,8 @@ class Scheduler:
         if current == State.CANCELLING and status in ("PENDING", "RUNNING"):
             self.cluster.stop(job.ray_job_id)
             return
+        if status == "FAILED" and current == State.RUNNING and restart_driver(self, job):
+            return  # its driver was killed from outside: it runs again, resuming (service/restarts.py)
         ending = ENDINGS.get((status, current))
         if ending is None:
             return

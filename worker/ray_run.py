@@ -300,6 +300,11 @@ def ray_job_status(dashboard_url: str, submission_id: str) -> str:
         raise
 
 
+def ray_job_exit_code(dashboard_url: str, submission_id: str) -> int | None:
+    """The driver's exit code as Ray recorded it (None while it runs, or when its supervisor died first)."""
+    return _jobs_client(dashboard_url).get_job_info(submission_id).driver_exit_code
+
+
 def stop_ray_job(dashboard_url: str, submission_id: str) -> None:
     _jobs_client(dashboard_url).stop_job(submission_id)
 
