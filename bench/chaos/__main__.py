@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", choices=("both", "sqlite", "postgres"), default="both")
     parser.add_argument("--jobs", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--api-kills", type=int, default=10)
     parser.add_argument("--kill-gap-min", type=float, default=3.0)
     parser.add_argument("--kill-gap-max", type=float, default=15.0)
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     options = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped drill still unmounts and stops its server
     folder = Path(tempfile.mkdtemp(prefix="effft-chaos-"))
     example = build_example(folder)
     specs = job_specs(example, options.jobs, options.steps)

@@ -177,22 +177,27 @@ def with_output(drill: Drill, spec: dict) -> dict:
 
 
 def run_drill(drill: Drill, specs: list[dict], api_kills: int, kill_gap: tuple[float, float],
-              disk_hold: float, pg_down: float, kill_at_step: int = 7) -> list[str]:
-    """Submit, hurt, follow; returns the job ids. Faults on jobs: a Ray worker of the first, the driver of the
-    second (the first when there is one job), then Postgres (on postgres) and the disk, while all jobs run."""
+              disk_hold: float, pg_down: float) -> list[str]:
+    """Submit, hurt, follow; returns the job ids. The faults run side by side, each when its job reaches its
+    step: a Ray worker of the first job (step 12), the driver of the second (step 22), Postgres (on postgres;
+    the third job's step 8), the disk (the last job's step 30); the API kills from the first submit on."""
     stop = threading.Event()
-    killer = threading.Thread(target=faults.api_kills, args=(drill, api_kills, kill_gap, stop), daemon=True)
-    killer.start()  # the first kills may land while the jobs are being submitted
+    threads = [threading.Thread(target=faults.api_kills, args=(drill, api_kills, kill_gap, stop), daemon=True)]
+    threads[0].start()  # the first kills may land while the jobs are being submitted
     ids = [drill.submit(with_output(drill, spec), f"chaos-{drill.database}-{spec['name']}") for spec in specs]
     drill.say(f"submitted {len(ids)} jobs: {', '.join(ids)}")
-    faults.kill_train_worker(drill, ids[0], kill_at_step)
-    faults.kill_driver(drill, ids[1 % len(ids)], kill_at_step + 5)
+    plan = [("ray worker SIGKILL", faults.kill_train_worker, ids[0], 12),
+            ("driver SIGKILL", faults.kill_driver, ids[1 % len(ids)], 22)]
     if drill.pg is not None:
-        faults.restart_postgres(drill, pg_down)
+        plan.append(("postgres restart", faults.restart_postgres, ids[2 % len(ids)], 8, pg_down))
     if drill.disk is not None:
-        faults.fill_disk(drill, ids, disk_hold)
+        plan.append(("run disk full", faults.fill_disk, ids, 30, disk_hold))
+    for fault, action, *args in plan:
+        threads.append(threading.Thread(target=faults.injected, args=(drill, fault, action, *args), daemon=True))
+        threads[-1].start()
     drill.wait_all_final(ids, 1800)
-    killer.join(timeout=600)  # the kills planned still happen: a restart with every job ended counts too
+    for thread in threads:  # the kills planned still happen: a restart with every job ended counts too
+        thread.join(timeout=900)
     stop.set()
     drill.wait_all_final(ids, 600)
     return ids

@@ -42,11 +42,10 @@ def api_kills(drill, count: int, gap: tuple[float, float], stop: threading.Event
     for number in range(count):
         if stop.wait(drill.rng.uniform(*gap)):
             return
-        with drill.api_lock:
-            started = time.monotonic()
-            pid = drill.server.kill()
-            restart_api(drill)
-            recovered = time.monotonic()
+        started = time.monotonic()
+        pid = drill.server.kill()
+        restart_api(drill)
+        recovered = time.monotonic()
         log_fault(drill, "api SIGKILL", f"pid {pid} ({number + 1}/{count})", started, recovered,
                   "killed -> restarted server answers /healthz")
 
@@ -68,29 +67,44 @@ def wait_for_progress(drill, job_id: str, since: float) -> float | None:
 
 def kill_train_worker(drill, job_id: str, at_step: int) -> None:
     """SIGKILL one Ray Train worker of the job once it has passed `at_step`; recovery: a new step record."""
+    ray_job = wait_until(lambda: ray_job_info(drill.dashboard_url, drill.ray_submission(job_id)).job_id, 300, 0.5,
+                         "the Ray job to start its driver")  # None while the Ray job is pending
+    wait_until(lambda: train_worker_pids(drill.dashboard_url, ray_job), 300, 0.5, "a Ray Train worker")
     wait_for_step(drill, job_id, at_step)
-    ray_job = ray_job_info(drill.dashboard_url, drill.ray_submission(job_id)).job_id
-    pids = wait_until(lambda: train_worker_pids(drill.dashboard_url, ray_job), 120, 0.5, "a Ray Train worker")
-    step, started, wall = drill.spool_step(job_id), time.monotonic(), time.time()
-    os.kill(pids[0], signal.SIGKILL)
-    drill.resumed.add(job_id)
-    log_fault(drill, "ray worker SIGKILL", f"{job_id} pid {pids[0]} at step {step}", started,
-              wait_for_progress(drill, job_id, wall), "a step record written after the kill")
+    _kill(drill, "ray worker SIGKILL", job_id, train_worker_pids(drill.dashboard_url, ray_job))
 
 
 def kill_driver(drill, job_id: str, at_step: int) -> None:
     """SIGKILL the job's driver (`python -m worker.job_main`) past `at_step`; recovery: a new step record."""
+    wait_until(lambda: driver_pids(drill.run_dir(job_id)), 300, 0.5, "the job's driver")
     wait_for_step(drill, job_id, at_step)
-    pids = wait_until(lambda: driver_pids(drill.run_dir(job_id)), 120, 0.5, "the job's driver")
+    _kill(drill, "driver SIGKILL", job_id, driver_pids(drill.run_dir(job_id)))
+
+
+def _kill(drill, fault: str, job_id: str, pids: list[int]) -> None:
+    if not pids or drill.job_ended(job_id):
+        raise TimeoutError(f"the job ended before its {fault}")
     step, started, wall = drill.spool_step(job_id), time.monotonic(), time.time()
     os.kill(pids[0], signal.SIGKILL)
     drill.resumed.add(job_id)
-    log_fault(drill, "driver SIGKILL", f"{job_id} pid {pids[0]} at step {step}", started,
+    log_fault(drill, fault, f"{job_id} pid {pids[0]} at step {step}", started,
               wait_for_progress(drill, job_id, wall), "a step record written after the kill")
 
 
-def restart_postgres(drill, down_seconds: float) -> None:
-    """Stop the drill's own Postgres (immediate: as a crash), start it again; recovery: GET /v1/jobs answers."""
+def injected(drill, fault: str, action, *args) -> None:
+    """Run one fault; one that could not be injected (its job ended first, say) is a row that says so."""
+    try:
+        action(drill, *args)
+    except TimeoutError as error:
+        drill.faults.append({"fault": fault, "at_s": round(time.monotonic() - drill.t0, 1), "target": "-",
+                             "recovery_s": None, "judged_by": "NOT INJECTED:", "note": str(error)})
+        drill.say(f"fault {fault} not injected: {error}")
+
+
+def restart_postgres(drill, job_id: str, at_step: int, down_seconds: float) -> None:
+    """Stop the drill's own Postgres (immediate: as a crash) once the job passed `at_step`, start it again;
+    recovery: GET /v1/jobs answers."""
+    wait_for_step(drill, job_id, at_step)
     started = time.monotonic()
     drill.pg.stop("immediate")
     time.sleep(down_seconds)
@@ -104,9 +118,11 @@ def restart_postgres(drill, down_seconds: float) -> None:
               "stopped -> the API answers GET /v1/jobs")
 
 
-def fill_disk(drill, job_ids: list[str], hold_seconds: float) -> None:
-    """Fill the run folders' file system to ENOSPC, hold it full, free it; recovery: every job that was
-    training writes a step again, or ends (a job that failed there is counted with its cause)."""
+def fill_disk(drill, job_ids: list[str], at_step: int, hold_seconds: float) -> None:
+    """Fill the run folders' file system to ENOSPC once the last job passed `at_step`, hold it full, free it;
+    recovery: every job that was training writes a step again, or ends (a job that failed is counted with
+    its cause)."""
+    wait_for_step(drill, job_ids[-1], at_step)
     running = [job_id for job_id in job_ids if not drill.job_ended(job_id)]
     started, wall = time.monotonic(), time.time()
     written = drill.disk.fill()

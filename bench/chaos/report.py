@@ -81,7 +81,8 @@ def collect(drill, specs: list[dict], ids: list[str], references: dict[str, str]
         "steps_twice": steps_twice(drill.server.env["EFFFT_DATABASE_URL"], ids),
         "steps_missing": missing_steps, "weights_equal": f"{sum(weights)}/{len(weights)}",
         "resumed_equal": f"{sum(resumed_equal)}/{len(resumed_equal)}", "faults": drill.faults,
-        "ok": not failed and all(weights) and len(weights) == len(specs),
+        "ok": not failed and all(weights) and len(weights) == len(specs)
+        and not any(f["judged_by"] == "NOT INJECTED:" for f in drill.faults),
     }
 
 
