@@ -237,6 +237,7 @@ def _train_loop(config: dict) -> None:
         summary = _train_attempt(run, job, sink, callbacks, resume)
     except Exception as error:
         handoff.settle(SETTLE_SECONDS)
+        shutil.rmtree(job.work_dir, ignore_errors=True)  # Ray holds the checkpoints that count: free the disk
         if isinstance(error, OutOfMemory):
             path = evidence_path(run)
             path.parent.mkdir(parents=True, exist_ok=True)

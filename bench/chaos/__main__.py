@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-kills", type=int, default=10)
     parser.add_argument("--kill-gap-min", type=float, default=3.0)
     parser.add_argument("--kill-gap-max", type=float, default=15.0)
-    parser.add_argument("--disk-mb", type=int, default=48, help="the tmpfs the run folders live on")
+    parser.add_argument("--disk-mb", type=int, default=128, help="the tmpfs the run folders live on")
     parser.add_argument("--disk-hold", type=float, default=10.0, help="seconds the disk stays full")
     parser.add_argument("--pg-down", type=float, default=5.0, help="seconds Postgres stays stopped")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,8 @@
-"""A job's driver killed from outside is started again (resuming from its checkpoint); a driver that failed is not.
+"""Faults the chaos drill (bench/chaos) found. A job's driver killed from outside is started again (resuming from its
+checkpoint); a driver that failed by itself is not; a job failed on a full disk says so, cause `system`.
 
-Found by the chaos drill (bench/chaos): a SIGKILLed driver used to fail its job as cause `worker`, with the
-last line of Ray's log ("Job entrypoint command failed with exit code 137") as the message.
+Before, a SIGKILLed driver failed its job as cause `worker`, with the last line of Ray's log ("Job entrypoint
+command failed with exit code 137") as the message; a full disk failed every job on it as cause `worker`.
 """
 
 from __future__ import annotations
@@ -105,3 +106,13 @@ def test_how_a_driver_died():
     assert how_it_died(1) is None and how_it_died(0) is None and how_it_died(2) is None
     assert how_it_died(137) == "it was killed by signal 9" and how_it_died(-9) == "it was killed by signal 9"
     assert "without an exit code" in how_it_died(None)
+
+
+def test_a_job_failed_on_a_full_disk_is_cause_system_and_says_the_disk_is_full(scheduler, store, cluster, running):
+    kill_driver(cluster, f"ray-{running}", 1)
+    cluster.log_text[f"ray-{running}"] = "Traceback\nOSError: [Errno 28] No space left on device\n"
+    scheduler.tick(wait=60)
+    job = store.get(running)
+    assert (job.state, job.cause) == (State.FAILED, "system")
+    assert job.message.startswith("the disk of the job's run folder (or output) is full; free space, submit again: "
+                                  "OSError: [Errno 28]")
