@@ -7,6 +7,7 @@ so. Writes the tables to OUT/chaos_<db>.txt (default bench/results/).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report, flush=True)
         options.out.mkdir(parents=True, exist_ok=True)
         (options.out / f"chaos_{database}.txt").write_text(report + "\n")
+        (options.out / f"chaos_{database}.json").write_text(json.dumps(result, indent=1) + "\n")
         ok = ok and result["ok"] and not result["lost"] and not result["duplicated"] and not result["steps_twice"]
     return 0 if ok else 1
 
