@@ -149,7 +149,7 @@ class Drill:
             return False
 
     def ray_submission(self, job_id: str) -> str:
-        return wait_until(lambda: self.api(f"/v1/jobs/{job_id}").get("ray_job_id"), 300, 0.5, "a Ray job")
+        return wait_until(lambda: self.api(f"/v1/jobs/{job_id}").get("ray_job_id"), 1200, 0.5, "a Ray job")
 
     def wait_all_final(self, job_ids: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ import time
 from bench.chaos.env import wait_until
 from bench.chaos.procs import driver_pids, ray_job_info, train_worker_pids
 
-RECOVERY_TIMEOUT = 600
+RECOVERY_TIMEOUT = 1200
 
 
 def log_fault(drill, fault: str, target: str, started: float, recovered: float | None, judged_by: str,
@@ -67,16 +67,16 @@ def wait_for_progress(drill, job_id: str, since: float) -> float | None:
 
 def kill_train_worker(drill, job_id: str, at_step: int) -> None:
     """SIGKILL one Ray Train worker of the job once it has passed `at_step`; recovery: a new step record."""
-    ray_job = wait_until(lambda: ray_job_info(drill.dashboard_url, drill.ray_submission(job_id)).job_id, 300, 0.5,
+    ray_job = wait_until(lambda: ray_job_info(drill.dashboard_url, drill.ray_submission(job_id)).job_id, 1200, 0.5,
                          "the Ray job to start its driver")  # None while the Ray job is pending
-    wait_until(lambda: train_worker_pids(drill.dashboard_url, ray_job), 300, 0.5, "a Ray Train worker")
+    wait_until(lambda: train_worker_pids(drill.dashboard_url, ray_job), 1200, 0.5, "a Ray Train worker")
     wait_for_step(drill, job_id, at_step)
     _kill(drill, "ray worker SIGKILL", job_id, train_worker_pids(drill.dashboard_url, ray_job))
 
 
 def kill_driver(drill, job_id: str, at_step: int) -> None:
     """SIGKILL the job's driver (`python -m worker.job_main`) past `at_step`; recovery: a new step record."""
-    wait_until(lambda: driver_pids(drill.run_dir(job_id)), 300, 0.5, "the job's driver")
+    wait_until(lambda: driver_pids(drill.run_dir(job_id)), 1200, 0.5, "the job's driver")
     wait_for_step(drill, job_id, at_step)
     _kill(drill, "driver SIGKILL", job_id, driver_pids(drill.run_dir(job_id)))
 
