@@ -87,8 +87,17 @@ def _kill(drill, fault: str, job_id: str, pids: list[int]) -> None:
     step, started, wall = drill.spool_step(job_id), time.monotonic(), time.time()
     os.kill(pids[0], signal.SIGKILL)
     drill.resumed.add(job_id)
+    judged = "a step record written after the kill"
+    if fault == "driver SIGKILL":  # the dying run may still write a step: judge by one the new driver's run wrote
+        judged = "a step record written after a new driver started"
+        try:
+            wait_until(lambda: set(driver_pids(drill.run_dir(job_id))) - {pids[0]} or drill.job_ended(job_id),
+                       RECOVERY_TIMEOUT, 0.3, "a new driver")
+            wall = time.time()
+        except TimeoutError:
+            wall = float("inf")
     log_fault(drill, fault, f"{job_id} pid {pids[0]} at step {step}", started,
-              wait_for_progress(drill, job_id, wall), "a step record written after the kill")
+              wait_for_progress(drill, job_id, wall), judged)
 
 
 def injected(drill, fault: str, action, *args) -> None:
