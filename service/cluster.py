@@ -72,6 +72,11 @@ class RayCluster:
 
         return ray_job_status(self.dashboard_url, ray_job_id)
 
+    def exit_code(self, ray_job_id: str) -> int | None:
+        from worker.ray_run import ray_job_exit_code
+
+        return ray_job_exit_code(self.dashboard_url, ray_job_id)
+
     def stop(self, ray_job_id: str) -> None:
         from worker.ray_run import stop_ray_job
 

@@ -23,9 +23,11 @@ from service.embedded import write_secret
 from service.packing import claim_of, place, placement_record, waiting_reason
 from service.planning import PlanningProcess, PlanningRequest, failure
 from service.policy import confinement
+from service.restarts import restart_driver
 from service.settings import Settings
 from service.states import Cause, State
 from service.store import JobStore
+from worker.disk import FULL_TEXTS
 from worker.job_file import ConfinementFile, JobFile
 from worker.ray_env import TRAIN_ENV
 
@@ -52,7 +54,9 @@ def by_held_bytes(jobs: list) -> list:
 
 
 def failure_cause(status_cause: Cause, logs: str) -> Cause:
-    return Cause.OOM if "OutOfMemoryError" in logs or "out of memory" in logs.lower() else status_cause
+    if "OutOfMemoryError" in logs or "out of memory" in logs.lower():
+        return Cause.OOM
+    return Cause.SYSTEM if any(text in logs for text in FULL_TEXTS) else status_cause  # not the training's fault
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,8 @@ class Scheduler:
         if current == State.CANCELLING and status in ("PENDING", "RUNNING"):
             self.cluster.stop(job.ray_job_id)
             return
+        if status == "FAILED" and current == State.RUNNING and restart_driver(self, job):
+            return  # its driver was killed from outside: it runs again, resuming (service/restarts.py)
         ending = ENDINGS.get((status, current))
         if ending is None:
             return
@@ -291,6 +297,8 @@ class Scheduler:
         if target == State.FAILED:
             logs = self._logs(job.ray_job_id) if status == "FAILED" else ""
             message = logs.strip().splitlines()[-1][:1000] if logs.strip() else f"Ray job {status.lower()}"
+            if any(text in logs for text in FULL_TEXTS):
+                message = f"the disk of the job's run folder (or output) is full; free space, submit again: {message}"
             self._fail(job.id, current, failure_cause(cause, logs), message)
         else:
             self.store.transition(job.id, current, target, f"Ray job {status.lower()}")

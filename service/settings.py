@@ -51,6 +51,8 @@ class Settings(LocalSettings):
     # the CPU as one device: the memory jobs are packed into (default: the host's); set it to share less
     cpu_device_memory_bytes: int | None = Field(default=None, gt=0)
     max_replans: int = Field(default=3, ge=0)  # re-plans after running out of memory before a job fails (oom)
+    # a job's driver killed from outside (SIGKILL, the OOM killer) is started again, resuming, this many times
+    max_driver_restarts: int = Field(default=3, ge=0)
     # a steady step above this share of the job's budget is re-planned before the allocator fails; 1: never
     memory_safety_line: float = Field(default=0.95, gt=0, le=1)
     metrics_job_retention_hours: float = 24.0  # finished jobs keep their /metrics series this long

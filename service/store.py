@@ -243,6 +243,19 @@ class JobStore:
             session.commit()
         return True
 
+    def replace_ray_job(self, job_id: str, old: str, new: str, reason: str) -> bool:
+        """The running job's driver runs as another Ray job now (`new`, after `old` died): compare-and-set on the
+        state and the old id, with an event (the state does not change); False when the job moved meanwhile."""
+        with self.session() as session:
+            result = session.exec(update(Job).where(Job.id == job_id, Job.state == State.RUNNING,
+                                                    Job.ray_job_id == old).values(ray_job_id=new, updated_at=utcnow()))
+            if result.rowcount != 1:
+                session.rollback()
+                return False
+            session.add(JobEvent(job_id=job_id, from_state=State.RUNNING, to_state=State.RUNNING, reason=reason))
+            session.commit()
+        return True
+
     def note(self, job_id: str, reason: str) -> None:
         """An event that changes no state (an evaluation batch shrunk, say); the same note twice is kept once."""
         with self.session() as session:

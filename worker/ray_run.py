@@ -237,6 +237,7 @@ def _train_loop(config: dict) -> None:
         summary = _train_attempt(run, job, sink, callbacks, resume)
     except Exception as error:
         handoff.settle(SETTLE_SECONDS)
+        shutil.rmtree(job.work_dir, ignore_errors=True)  # Ray holds the checkpoints that count: free the disk
         if isinstance(error, OutOfMemory):
             path = evidence_path(run)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +299,11 @@ def ray_job_status(dashboard_url: str, submission_id: str) -> str:
         if "does not exist" in str(error) or "404" in str(error):
             return "MISSING"
         raise
+
+
+def ray_job_exit_code(dashboard_url: str, submission_id: str) -> int | None:
+    """The driver's exit code as Ray recorded it (None while it runs, or when its supervisor died first)."""
+    return _jobs_client(dashboard_url).get_job_info(submission_id).driver_exit_code
 
 
 def stop_ray_job(dashboard_url: str, submission_id: str) -> None:

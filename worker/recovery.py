@@ -9,9 +9,11 @@ hands the new attempt the last checkpoint: same data order, learning-rate schedu
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from planner import InfeasibleError, load_profile
 from planner.calibration import EMPTY, CalibrationTable
@@ -20,6 +22,7 @@ from planner.plan import Plan
 from planner.recovery import MemoryEvidence, Replan, replan
 from planner.spec import JobSpec
 from worker.budget import OutOfMemory
+from worker.disk import DISK_WAIT_SECONDS, MAX_DISK_RESUMES, is_disk_full, room_needed, wait_for_room
 from worker.ray_run import RayRun, clear_memory_evidence, memory_evidence, run_on_ray
 from worker.sinks import MetricsSink
 
@@ -37,16 +40,38 @@ def spec_replanner(spec: JobSpec, inventory: Inventory, calibration: Calibration
 
 
 def run_with_recovery(run: RayRun, sink: MetricsSink, replanner: Replanner | None,
-                      max_replans: int = DEFAULT_MAX_REPLANS) -> tuple[object, Plan]:
-    """Ray's Result and the plan that finished; OutOfMemory (with the evidence) when no re-plan is left."""
+                      max_replans: int = DEFAULT_MAX_REPLANS, disk_wait: float = DISK_WAIT_SECONDS,
+                      ) -> tuple[object, Plan]:
+    """Ray's Result and the plan that finished; OutOfMemory (with the evidence) when no re-plan is left. A run
+    that failed on a full disk waits for room and resumes (worker/disk.py), at most MAX_DISK_RESUMES times."""
+    disk_resumes = 0
     while True:
         try:
             return run_on_ray(run, sink), run.job.plan
-        except Exception:
+        except Exception as error:
             found = memory_evidence(run)
             if found is None:
+                if is_disk_full(error) and disk_resumes < MAX_DISK_RESUMES and _room_again(run, sink, error,
+                                                                                           disk_wait):
+                    disk_resumes += 1
+                    continue
                 raise
         run = _next_attempt(run, sink, replanner, max_replans, found)
+
+
+def _room_again(run: RayRun, sink: MetricsSink, error: Exception, wait: float) -> bool:
+    """Wait for room on the run's disk; True (and a note for the job's events) when there is room again."""
+    storage = Path(run.storage_path)
+    while not storage.exists() and storage != storage.parent:
+        storage = storage.parent
+    waited = wait_for_room(storage, room_needed(Path(run.storage_path)), wait)
+    if waited is None:
+        return False
+    line = next((text for text in str(error).splitlines()[::-1] if "Errno 28" in text or "space" in text), "")
+    with contextlib.suppress(OSError):
+        sink.write({"kind": "disk_full", "time": time.time(), "text": f"the run's disk was full ({line.strip()[:200]}"
+                    f"); room again after {waited:.0f} s: resuming from the last checkpoint"})
+    return True
 
 
 def _next_attempt(run: RayRun, sink: MetricsSink, replanner: Replanner | None, max_replans: int,

@@ -85,7 +85,11 @@ class Shipper:
         self._thread.join(timeout=30)
         deadline, backoff = time.monotonic() + timeout_seconds, self.poll
         while time.monotonic() < deadline:
-            if self.ship_once():
+            try:
+                sent = self.ship_once()
+            except OSError:  # the offset file's disk is full, say: the same batch goes again (stored once)
+                sent = False
+            if sent:
                 if self._pending()[1] == self.position:
                     return True
                 continue

@@ -82,6 +82,7 @@ class FakeCluster:
         self.stopped: list[str] = []
         self.statuses: dict[str, str] = {}  # ray job id -> status; RUNNING when not set
         self.log_text: dict[str, str] = {}
+        self.exit_codes: dict[str, int | None] = {}  # ray job id -> its driver's exit code; 1 when not set
 
     def inventory(self) -> Inventory:
         return self._inventory
@@ -92,6 +93,9 @@ class FakeCluster:
 
     def status(self, ray_job_id: str) -> str:
         return self.statuses.get(ray_job_id, "RUNNING")
+
+    def exit_code(self, ray_job_id: str) -> int | None:
+        return self.exit_codes.get(ray_job_id, 1)
 
     def stop(self, ray_job_id: str) -> None:
         self.stopped.append(ray_job_id)
