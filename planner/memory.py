@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner.calibration import NEUTRAL, Calibration
+from planner.fsdp import gathered_bytes, gradient_bytes_at
 from planner.layer_walk import estimate_activations
 from planner.margins import margin_for
 from planner.optimizer_step import adamw_temporary_bytes
 from planner.quant import dequant_transient_bytes, lm_head_autocast_bytes, qlora_base_bytes
-from planner.setup import NF4_DOUBLE_QUANT_BYTES, RunSetup
+from planner.setup import RunSetup
 
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
 ALLOCATOR_SLACK = 0.05  # the caching allocator's fragmentation over allocated bytes (measured 3-8 %)
@@ -58,7 +59,7 @@ class MemoryBreakdown:
 # -- terms ---------------------------------------------------------------------------------
 
 def weight_bytes(run: RunSetup) -> int:
-    """Parameter storage (per GPU) plus, for FSDP, the unsharded layers being computed."""
+    """Parameter storage per GPU: FSDP keeps 1/N of it (the units it gathers whole: planner/fsdp.py)."""
     arch = run.arch
     if run.method == "full":
         stored = arch.total_params * run.trainable_bytes
@@ -70,15 +71,8 @@ def weight_bytes(run: RunSetup) -> int:
         stored = arch.total_params * run.frozen_bytes + run.adapter.trainable_params * run.trainable_bytes
     stored += arch.head_dim * 4 if not arch.position_embeddings else 0  # rotary inv_freq buffers
     if run.sharding == "fsdp":
-        # each rank keeps 1/N, and gathers whole layers (one computing, one prefetched)
-        return stored // run.gpus + 2 * arch.layer_params * _layer_param_bytes(run)
+        return -(-stored // run.gpus)
     return stored
-
-
-def _layer_param_bytes(run: RunSetup) -> float:
-    if run.method == "full":
-        return run.trainable_bytes
-    return NF4_DOUBLE_QUANT_BYTES if run.method == "qlora" else run.frozen_bytes
 
 
 def autocast_copy_bytes(run: RunSetup) -> int:
@@ -92,10 +86,10 @@ def autocast_copy_bytes(run: RunSetup) -> int:
 
 
 def gradient_bytes(run: RunSetup) -> int:
-    """Gradients of the trained parameters, plus DDP's bucket copies."""
+    """Gradients of the trained parameters, plus DDP's bucket copies (FSDP's, phase by phase: planner/fsdp.py)."""
     grads = run.trainable_params * run.trainable_bytes
     if run.sharding == "fsdp":
-        return grads // run.gpus + layer_grad_bytes(run)
+        return -(-grads // run.gpus)
     if run.sharding == "ddp":
         return 2 * grads  # DDP's buckets are separate from .grad unless gradient_as_bucket_view
     return grads
@@ -119,9 +113,10 @@ def optimizer_bytes(run: RunSetup) -> int:
 def optimizer_temporary_bytes(run: RunSetup) -> int:
     adapter = run.adapter
     lora = adapter is not None and adapter.kind == "lora"
-    return adamw_temporary_bytes(run.arch, run.method, run.optimizer, run.device.is_cpu, run.trainable_bytes,
-                                 lora_rank=adapter.rank if lora else 0,
-                                 lora_modules=adapter.layer_modules if lora else ())
+    temporary = adamw_temporary_bytes(run.arch, run.method, run.optimizer, run.device.is_cpu, run.trainable_bytes,
+                                      lora_rank=adapter.rank if lora else 0,
+                                      lora_modules=adapter.layer_modules if lora else ())
+    return -(-temporary // run.gpus) if run.sharding == "fsdp" else temporary  # AdamW walks each rank's shards
 
 
 def logits_bytes(run: RunSetup) -> int:
@@ -196,7 +191,7 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
         return {"weights": weights + autocast, "gradients": gradients, "optimizer": state + optimizer_temp,
                 "activations": activations, "logits": logits}
 
-    return {
+    phases = {
         "forward_last_layer": phase(grads_before, last_layer_forward, 0),
         "forward_end": phase(grads_before, saved, lsm + run.tokens * run.arch.vocab * (4 if run.recipe == "fp32"
                                                                                         else 6)),
@@ -206,6 +201,12 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
         "backward_end": phase(max(grads_before, grads_before_embedding) + embedding_grad, acts.model_tail, 0),
         "optimizer_step": phase(grads, 0, 0, optimizer_temp=optimizer_temporary_bytes(run), autocast=0),
     }
+    if run.sharding == "fsdp":  # the units gathered whole and the gradients in flight, at each phase
+        gathered, grads_at = gathered_bytes(run), gradient_bytes_at(run, accumulating=run.grad_accum > 1)
+        for name, terms in phases.items():
+            terms["weights"] += gathered[name]
+            terms["gradients"] = grads_at[name]
+    return phases
 
 
 CPU_METRIC = "tensor bytes at the peak of one steady-state step (MemTracker), cpu"

@@ -142,7 +142,9 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
     trainer, meter, eval_loss = fit(job, sink, model, Blocks(train_blocks, eval_blocks, data.format), callbacks,
                                     resume_from, attempt, wrap_trainer, plan_attempt)
     trainer.save_model(job.output_dir)
-    after = exact_match(trainer.model, tokenizer, data.eval_rows, data.format) if scoring else None
+    # a sharded model computes only with every rank: each one generates the same answers, rank 0 reports them
+    sharded = settings.sharding == "fsdp" and ranks.world > 1 and settings.training.eval.exact_match
+    after = exact_match(trainer.model, tokenizer, data.eval_rows, data.format) if scoring or sharded else None
     summary = build_summary(job, trainer, meter, eval_loss, before, after)
     if ranks.rank == 0:
         tokenizer.save_pretrained(job.output_dir)
@@ -183,6 +185,8 @@ def fit(job: WorkerJob, sink: MetricsSink, model, blocks: Blocks, callbacks: Seq
                    CapCallback(cap, meter, job.plan.memory.budgeted), *callbacks]))
     if ranks.world == 1:
         _no_ddp_for_one_process(trainer)
+    else:
+        fsdp_on_cpu(trainer)
     reset_peak_memory(device)
     with held_to_budget(cap, job.plan, model, sink if ranks.rank == 0 else None):
         trainer.train(resume_from_checkpoint=resume_from)
@@ -199,6 +203,23 @@ def _no_ddp_for_one_process(trainer) -> None:
 
     if trainer.accelerator.distributed_type == DistributedType.MULTI_CPU:
         trainer.accelerator.state.distributed_type = DistributedType.NO
+
+
+def fsdp_on_cpu(trainer) -> None:
+    """accelerate takes the FSDP plugin only on accelerators: on CPU ranks (MULTI_CPU) it drops it and wraps the
+    model in DDP, so a plan's FSDP would silently run as DDP. Give the plugin to the state, as accelerate does on a
+    GPU; FSDP2's `fully_shard` then shards over the gloo group."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if state.distributed_type != DistributedType.MULTI_CPU or trainer.args.fsdp_plugin_args is None:
+        return
+    state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+    state.distributed_type = DistributedType.FSDP
+    # as accelerate does on a GPU: every AcceleratorState made later starts from PartialState's shared type
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
 
 
 def _tensor_peak(device: torch.device, meter: RunMeter) -> list:
