@@ -30,7 +30,7 @@ class Units:
     layer_grads: int
     embed_grads: int
     tail_grads: int
-    last_linear_grads: int  # the first gradient a layer's backward makes whole (its last Linear's)
+    last_linear_grads: int  # the gradients a layer's backward has made whole at its peak (its last Linear's)
 
 
 def _base_bytes(run: RunSetup) -> float:
@@ -59,7 +59,8 @@ def units(run: RunSetup) -> Units:
                       + (arch.embedding_params if arch.tied_embeddings else 0)) * grad
         last_linear = arch.linears[-1].params * grad
     else:
-        layer_grads, embed_grads, tail_grads, last_linear = layer_adapter * grad, 0, 0, 0
+        # a layer's adapters are small: all their gradients count as made whole during its backward
+        layer_grads, embed_grads, tail_grads, last_linear = layer_adapter * grad, 0, 0, layer_adapter * grad
     return Units(layer, embed, tail, layer_grads, embed_grads, tail_grads, last_linear)
 
 
@@ -67,46 +68,44 @@ def _shard(value: int, run: RunSetup) -> int:
     return -(-value // run.gpus)  # FSDP2 pads each parameter's rows to a multiple of N
 
 
+def backward_layer(run: RunSetup, i: int, accumulating: bool) -> tuple[int, int]:
+    """(parameters gathered whole, gradients) in layer `i`'s backward (0: the first layer). Going down the layers
+    the gradient shards grow by one layer's 1/N and the activations shrink by one layer's checkpoint, so the
+    largest is at an end of the layers in between: planner/memory.py asks for the last, the next to last, the
+    second and the first."""
+    u, layers = units(run), run.arch.layers
+    tied = run.arch.tied_embeddings
+    prefetched = u.layer if i > 0 else (0 if tied else u.embed)
+    gathered = (u.tail if tied else 0) + u.layer + prefetched
+    reduced = _shard(u.tail_grads, run) + _shard(u.layer_grads * (layers - 1 - i), run)
+    held = u.tail_grads if i == layers - 1 else u.layer_grads  # the reduce-scatter input the unit above left
+    every = _shard(run.trainable_params * run.trainable_bytes, run)
+    return gathered, (every if accumulating else reduced) + held + u.last_linear_grads
+
+
 def gathered_bytes(run: RunSetup) -> dict[str, int]:
-    """Parameters gathered whole beyond the rank's shards, at each phase of planner/memory.py."""
+    """Parameters gathered whole beyond the rank's shards, in the phases outside the layers' backward."""
     u = units(run)
     tied = run.arch.tied_embeddings
-    before_first = u.tail if tied else u.embed  # what the first layer's backward prefetches
-    always = u.tail if tied else 0
-    one_layer = run.arch.layers == 1
     return {
-        "forward_last_layer": always + u.layer + (0 if tied else u.tail),
+        "forward_last_layer": (u.tail if tied else 0) + u.layer + (0 if tied else u.tail),
         "forward_end": u.tail,
         "backward_start": u.tail + u.layer,
-        "backward_last_layer": always + u.layer + (before_first - always if one_layer else u.layer),
-        "backward_first_layer": always + u.layer + (0 if tied else u.embed),
         "backward_end": u.tail if tied else u.embed,
         "optimizer_step": 0,
     }
 
 
 def gradient_bytes_at(run: RunSetup, accumulating: bool) -> dict[str, int]:
-    """Gradients at each phase: the shards reduced so far (all of them while accumulating), the reduce-scatter
-    input the last unit left, and what the unit computing has made whole."""
+    """Gradients in the phases outside the layers' backward: none before it (all shards while accumulating);
+    at its end all shards and the last reduce-scatter input (the embedding's when it trains)."""
     u = units(run)
-    trainable = run.trainable_params * run.trainable_bytes
-    every = _shard(trainable, run)
-
-    def reduced(shards: int) -> int:
-        return every if accumulating else shards
-
-    tail_shard = _shard(u.tail_grads, run)
-    layers_but_first = _shard(u.layer_grads * max(0, run.arch.layers - 1), run)
-    # in a middle layer's backward the previous layer's input is held; the last layer holds the tail's
-    held_late = max(u.tail_grads, u.layer_grads if run.arch.layers > 1 else 0)
+    every = _shard(run.trainable_params * run.trainable_bytes, run)
+    before = every if accumulating else 0
     return {
-        "forward_last_layer": reduced(0),
-        "forward_end": reduced(0),
-        "backward_start": reduced(0),
-        "backward_last_layer": reduced(tail_shard) + held_late + u.last_linear_grads,
-        "backward_first_layer": (reduced(tail_shard + layers_but_first)
-                                 + (u.layer_grads if run.arch.layers > 1 else u.tail_grads) + u.last_linear_grads),
-        # the last reduce-scatter input: the embedding's when it trains, else the first layer's (a tied one's tail)
+        "forward_last_layer": before,
+        "forward_end": before,
+        "backward_start": before,
         "backward_end": every + max(u.embed_grads, u.layer_grads, u.tail_grads if run.arch.tied_embeddings else 0),
         "optimizer_step": every,
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner.calibration import NEUTRAL, Calibration
-from planner.fsdp import gathered_bytes, gradient_bytes_at
+from planner.fsdp import backward_layer, gathered_bytes, gradient_bytes_at
 from planner.layer_walk import estimate_activations
 from planner.margins import margin_for
 from planner.optimizer_step import adamw_temporary_bytes
@@ -201,12 +201,36 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
         "backward_end": phase(max(grads_before, grads_before_embedding) + embedding_grad, acts.model_tail, 0),
         "optimizer_step": phase(grads, 0, 0, optimizer_temp=optimizer_temporary_bytes(run), autocast=0),
     }
-    if run.sharding == "fsdp":  # the units gathered whole and the gradients in flight, at each phase
-        gathered, grads_at = gathered_bytes(run), gradient_bytes_at(run, accumulating=run.grad_accum > 1)
-        for name, terms in phases.items():
+    if run.sharding == "fsdp":
+        _fsdp_phases(run, phases, last_layer, acts.layer_input if run.gradient_checkpointing else acts.per_layer,
+                     acts.layer_input)
+    return phases
+
+
+def _fsdp_phases(run: RunSetup, phases: dict, last_layer: int, per_layer: int, residual: int) -> None:
+    """FSDP's units gathered whole and its gradients, at each phase (planner/fsdp.py); a layer's backward
+    further down the layers holds one layer's activations less and one layer's gradient shards more, so the
+    layers between the last and the first are checked at their ends too (the next to last, the second).
+    Below the last layer the gradient coming down the residual stream arrives twice (through the layer above
+    and around it): one more hidden-sized tensor than in the last layer's backward (measured on 4 layers)."""
+    accumulating = run.grad_accum > 1
+    gathered, grads_at = gathered_bytes(run), gradient_bytes_at(run, accumulating)
+    for name, terms in phases.items():
+        if name in gathered:
             terms["weights"] += gathered[name]
             terms["gradients"] = grads_at[name]
-    return phases
+    layers = run.arch.layers
+    named = {"backward_last_layer": layers - 1, "backward_first_layer": 0}
+    if layers >= 3:
+        phases["backward_next_to_last_layer"] = dict(phases["backward_last_layer"],
+                                                     activations=last_layer - per_layer + residual)
+        phases["backward_second_layer"] = dict(phases["backward_last_layer"],
+                                               activations=last_layer - (layers - 2) * per_layer + residual)
+        named.update(backward_next_to_last_layer=layers - 2, backward_second_layer=1)
+    for name, i in named.items():
+        weights, grads = backward_layer(run, i, accumulating)
+        phases[name]["weights"] += weights
+        phases[name]["gradients"] = grads
 
 
 CPU_METRIC = "tensor bytes at the peak of one steady-state step (MemTracker), cpu"

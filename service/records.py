@@ -65,7 +65,8 @@ def store_attempt(store: JobStore, job: Job, record: dict) -> None:
 
 
 ATTEMPT_KINDS = ("replan", "replan_refused")
-NOTE_KINDS = ("eval_batch", "replan_skipped", "checkpoints_removed")  # records that become a note in the job's events
+# records that become a note in the job's events (a placement: where each rank of an attempt runs)
+NOTE_KINDS = ("eval_batch", "replan_skipped", "checkpoints_removed", "placement")
 
 
 def store_records(store: JobStore, job: Job, records: list[dict]) -> int:

@@ -231,6 +231,7 @@ def _train_loop(config: dict) -> None:
         resume = str(Path(local, HF_CHECKPOINT))
         if run.job.fresh_optimizer:  # 8-bit AdamW cannot load AdamW's state: the Trainer then starts it afresh
             Path(resume, "optimizer.pt").unlink(missing_ok=True)
+    placement = record_placement(sink, attempt=int(resume is not None))
     # a fresh folder per attempt: the Trainer's checkpoints of a dead attempt must not mix with this one's
     job = replace(run.job, work_dir=tempfile.mkdtemp(prefix="effft-work-", dir=_ensure(run.job.work_dir)))
     try:
@@ -247,10 +248,30 @@ def _train_loop(config: dict) -> None:
             shutil.rmtree(Path(resume).parent, ignore_errors=True)  # the local copy of Ray's checkpoint
     shutil.rmtree(job.work_dir, ignore_errors=True)  # the Trainer's own checkpoints: Ray holds the ones that count
     # each rank's own measured peak beside the plan's per-rank prediction: sharded plans are checked per rank
-    ray.train.report({"final": True, "rank": ray.train.get_context().get_world_rank(), "step": summary["step"],
+    ray.train.report({"final": True, **placement, "step": summary["step"],
                       "weights_checksum": summary["weights_checksum"],
                       "memory_peak_bytes": summary["memory_peak_bytes"],
                       "memory_predicted_bytes": summary["memory_predicted_bytes"]}, checkpoint=None)
+
+
+def record_placement(sink, attempt: int) -> dict:
+    """Where each rank of this attempt runs: every rank gathers every rank's node, rank 0 writes them (a note in
+    the job's events); returns this rank's own."""
+    import torch.distributed as dist
+
+    context = ray.train.get_context()
+    mine = {"rank": context.get_world_rank(), "node": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address()}
+    ranks = [mine]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        ranks = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, mine)
+    if mine["rank"] == 0:
+        nodes = len({r["node"] for r in ranks})
+        sink.write({"kind": "placement", "attempt": attempt, "ranks": ranks, "nodes": nodes, "time": time.time(),
+                    "text": f"attempt {attempt}: {len(ranks)} ranks on {nodes} node(s): "
+                            + ", ".join(f"rank {r['rank']} on {r['node'][:12]} ({r['node_ip']})" for r in ranks)})
+    return mine
 
 
 def _train_attempt(run: RayRun, job: WorkerJob, sink, callbacks, resume: str | None) -> dict:
