@@ -1,7 +1,7 @@
 """What is live at the FSDP peak on the CPU: two ranks (gloo, no Ray) train a tiny Llama with the worker's own
 `train()`, and the measured step's tracker lists every live storage at the moment of its peak, named.
 
-    python -m bench.fsdp_trace [--method full|lora] [--hidden 64] [--layers 2] [--vocab 512] [--seq 64]
+    python -m bench.fsdp_trace [--method full|lora] [--hidden 64] [--layers 2] [--vocab 512] [--seq 64] [--top 40]
 
 Names: `shard:` a rank's own 1/N of a parameter (FSDP2 keeps it padded to a multiple of N rows),
 `unsharded:` a gathered whole parameter, `grad:` a sharded gradient, `opt:` optimizer state; the rest by
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -106,25 +108,50 @@ def _rank(rank: int, world: int, port: int, args, folder: str) -> None:
     from worker.sinks import ListSink
     from worker.train import WorkerJob, train
 
-    tracer = _tracer_class()
-    tensor_peak.FrozenAwareMemTracker = tracer
-    trackers = []
-    original = tracer.__init__
+    trackers, callbacks = [], []
+    if args.top:  # list what is live at the peak: the measured step's tracker, named
+        tracer = _tracer_class()
+        tensor_peak.FrozenAwareMemTracker = tracer
+        original = tracer.__init__
 
-    def remember(self):
-        original(self)
-        trackers.append(self)
+        def remember(self):
+            original(self)
+            trackers.append(self)
 
-    tracer.__init__ = remember
+        tracer.__init__ = remember
 
-    class Bind(TrainerCallback):
-        def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-            tracer.model, tracer.optimizer = model, optimizer
+        class Bind(TrainerCallback):
+            def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+                tracer.model, tracer.optimizer = model, optimizer
 
+        callbacks.append(Bind())
     plan = _plan(args, Path(folder))
-    summary = train(WorkerJob(plan, f"{folder}/out{rank}", f"{folder}/work{rank}"), ListSink(), callbacks=[Bind()])
-    if rank == 0:
+    summary = train(WorkerJob(plan, f"{folder}/out{rank}", f"{folder}/work{rank}"), ListSink(), callbacks=callbacks)
+    Path(folder, f"rank{rank}.json").write_text(json.dumps(
+        {"rank": rank, "measured": summary["memory_peak_bytes"], "predicted": plan.memory.total,
+         "phase": plan.memory.phase, "checksum": summary["weights_checksum"]}))
+    if rank == 0 and trackers:
         _report(plan, summary, trackers[0], args.top)
+
+
+def measure(method: str, hidden: int = 64, layers: int = 2, vocab: int = 512, seq: int = 64, world: int = 2,
+            tied: bool = False, top: int = 0) -> list[dict]:
+    """Train a tiny Llama of this shape on `world` CPU ranks under FSDP; each rank's measured peak and the plan's
+    per-rank prediction. `top`: also print the largest storages live at rank 0's peak."""
+    import torch.multiprocessing as mp
+
+    args = argparse.Namespace(method=method, hidden=hidden, layers=layers, vocab=vocab, seq=seq, world=world, top=top,
+                              tied=tied)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tempfile.mkdtemp(prefix="effft-fsdp-trace-")
+    try:
+        _plan(args, Path(folder))  # the model and data, once, before the ranks start
+        mp.spawn(_rank, args=(world, port, args, folder), nprocs=world)
+        return [json.loads(Path(folder, f"rank{rank}.json").read_text()) for rank in range(world)]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _plan(args, folder: Path):
@@ -136,7 +163,7 @@ def _plan(args, folder: Path):
         pairs = make_pairs(400, seed=1)
         tokenizer = train_tokenizer([f"{q} {a}" for q, a in pairs], vocab_size=args.vocab)
         shape = {"hidden_size": args.hidden, "intermediate_size": 3 * args.hidden, "num_hidden_layers": args.layers,
-                 "num_attention_heads": 4, "num_key_value_heads": 2}
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": args.tied}
         build_tiny_model(folder / "model", tokenizer, shape)
         write_jsonl(folder / "chat.jsonl", [FORMATS["chat"](q, a) for q, a in pairs])
     return make_plan(folder / "model", folder / "chat.jsonl", gpus=args.world, method=args.method,
@@ -169,16 +196,12 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=512)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--world", type=int, default=2)
+    parser.add_argument("--tied", action="store_true", help="tie the lm_head to the embedding")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = tempfile.mkdtemp(prefix="effft-fsdp-trace-")
-    _plan(args, Path(folder))  # the model and data, once, before the ranks start
-    mp.spawn(_rank, args=(args.world, port, args, folder), nprocs=args.world)
+    for rank in measure(args.method, args.hidden, args.layers, args.vocab, args.seq, args.world, args.tied, args.top):
+        print(f"rank {rank['rank']}: measured {rank['measured']}, predicted {rank['predicted']} "
+              f"({rank['measured'] / rank['predicted']:.3f}, plan phase {rank['phase']})")
 
 
 if __name__ == "__main__":

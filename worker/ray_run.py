@@ -131,12 +131,17 @@ class _CheckpointToRay(TrainerCallback):
         self.reported_before: str | None = None  # the worker's latest checkpoint before the last hand-off
 
     def on_save(self, args, state, control, **kwargs):
-        latest = get_last_checkpoint(args.output_dir) if state.is_world_process_zero else None
+        own = get_last_checkpoint(args.output_dir)
+        rank_files = _gather_rank_files(own)
+        latest = own if state.is_world_process_zero else None
         metrics = {"step": state.global_step, "final": False}
         checkpoint = None
         if latest is not None:
             folder = Path(tempfile.mkdtemp(prefix="effft-upload-", dir=self.handoff_root))
             _link_or_copy(latest, folder / HF_CHECKPOINT)
+            for name, data in rank_files.items():  # the other ranks' RNG states: a resumed rank draws as before
+                if not (folder / HF_CHECKPOINT / name).exists():
+                    (folder / HF_CHECKPOINT / name).write_bytes(data)
             checkpoint = Checkpoint.from_directory(str(folder))
             self.uploading.append(folder)
             self.reported_before = _path_of(ray.train.get_checkpoint())
@@ -156,6 +161,19 @@ class _CheckpointToRay(TrainerCallback):
         while _path_of(ray.train.get_checkpoint()) == self.reported_before and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(2 * report_poll_seconds())  # the controller takes the report at its next poll
+
+
+def _gather_rank_files(checkpoint: str | None) -> dict[str, bytes]:
+    """Each rank saved its own RNG state (`rng_state_R.pth`: dropout masks, data order) in its own folder, and only
+    rank 0's folder goes to Ray: gather every rank's into rank 0 (an empty dict on the other ranks)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return {}
+    mine = {path.name: path.read_bytes() for path in Path(checkpoint).glob("rng_state_*.pth")} if checkpoint else {}
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return {name: data for files in everyone for name, data in files.items()} if dist.get_rank() == 0 else {}
 
 
 def _path_of(checkpoint: Checkpoint | None) -> str | None:
