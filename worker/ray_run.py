@@ -40,6 +40,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from planner.catalog import GpuGroup, Inventory, cpu_with_memory, parse_gpu_name
 from worker.budget import OutOfMemory
 from worker.host import host_memory_bytes
+from worker.ranks import all_ranks, gather_rank_files
 from worker.ray_env import PRIVATE_CLUSTER_ENV, TRAIN_ENV, report_poll_seconds, set_defaults
 from worker.retention import RESUMED_FOLDER, CheckpointLedger, keep_resumed
 from worker.sinks import MetricsSink
@@ -132,7 +133,7 @@ class _CheckpointToRay(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         own = get_last_checkpoint(args.output_dir)
-        rank_files = _gather_rank_files(own)
+        rank_files = gather_rank_files(own)
         latest = own if state.is_world_process_zero else None
         metrics = {"step": state.global_step, "final": False}
         checkpoint = None
@@ -161,19 +162,6 @@ class _CheckpointToRay(TrainerCallback):
         while _path_of(ray.train.get_checkpoint()) == self.reported_before and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(2 * report_poll_seconds())  # the controller takes the report at its next poll
-
-
-def _gather_rank_files(checkpoint: str | None) -> dict[str, bytes]:
-    """Each rank saved its own RNG state (`rng_state_R.pth`: dropout masks, data order) in its own folder, and only
-    rank 0's folder goes to Ray: gather every rank's into rank 0 (an empty dict on the other ranks)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return {}
-    mine = {path.name: path.read_bytes() for path in Path(checkpoint).glob("rng_state_*.pth")} if checkpoint else {}
-    everyone: list = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, mine)
-    return {name: data for files in everyone for name, data in files.items()} if dist.get_rank() == 0 else {}
 
 
 def _path_of(checkpoint: Checkpoint | None) -> str | None:
@@ -273,17 +261,11 @@ def _train_loop(config: dict) -> None:
 
 
 def record_placement(sink, attempt: int) -> dict:
-    """Where each rank of this attempt runs: every rank gathers every rank's node, rank 0 writes them (a note in
-    the job's events); returns this rank's own."""
-    import torch.distributed as dist
-
-    context = ray.train.get_context()
-    mine = {"rank": context.get_world_rank(), "node": ray.get_runtime_context().get_node_id(),
+    """Where each rank of this attempt runs: rank 0 writes every rank's node (a note in the job's events); returns
+    this rank's own."""
+    mine = {"rank": ray.train.get_context().get_world_rank(), "node": ray.get_runtime_context().get_node_id(),
             "node_ip": ray.util.get_node_ip_address()}
-    ranks = [mine]
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        ranks = [None] * dist.get_world_size()
-        dist.all_gather_object(ranks, mine)
+    ranks = all_ranks(mine)
     if mine["rank"] == 0:
         nodes = len({r["node"] for r in ranks})
         sink.write({"kind": "placement", "attempt": attempt, "ranks": ranks, "nodes": nodes, "time": time.time(),

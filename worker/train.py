@@ -22,6 +22,7 @@ from worker.hardware import device_for_rank, mark_cpu_baseline, peak_flops_per_d
 from worker.memory_cap import MemoryCap, StepPosition
 from worker.metrics import MetricsCallback, RunMeter
 from worker.model import load_tokenizer, precision_of, prepare_model
+from worker.ranks import fsdp_on_cpu
 from worker.retention import DEFAULT_CHECKPOINTS_TO_KEEP, checkpoint_step
 from worker.sinks import MetricsSink
 from worker.summary import build_summary
@@ -203,23 +204,6 @@ def _no_ddp_for_one_process(trainer) -> None:
 
     if trainer.accelerator.distributed_type == DistributedType.MULTI_CPU:
         trainer.accelerator.state.distributed_type = DistributedType.NO
-
-
-def fsdp_on_cpu(trainer) -> None:
-    """accelerate takes the FSDP plugin only on accelerators: on CPU ranks (MULTI_CPU) it drops it and wraps the
-    model in DDP, so a plan's FSDP would silently run as DDP. Give the plugin to the state, as accelerate does on a
-    GPU; FSDP2's `fully_shard` then shards over the gloo group."""
-    from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
-    state = trainer.accelerator.state
-    if state.distributed_type != DistributedType.MULTI_CPU or trainer.args.fsdp_plugin_args is None:
-        return
-    state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
-    state.distributed_type = DistributedType.FSDP
-    # as accelerate does on a GPU: every AcceleratorState made later starts from PartialState's shared type
-    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-    trainer.is_fsdp_enabled = True
 
 
 def _tensor_peak(device: torch.device, meter: RunMeter) -> list:
