@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner.calibration import NEUTRAL, Calibration
+from planner.fsdp import backward_layer, gathered_bytes, gradient_bytes_at
 from planner.layer_walk import estimate_activations
 from planner.margins import margin_for
 from planner.optimizer_step import adamw_temporary_bytes
 from planner.quant import dequant_transient_bytes, lm_head_autocast_bytes, qlora_base_bytes
-from planner.setup import NF4_DOUBLE_QUANT_BYTES, RunSetup
+from planner.setup import RunSetup
 
 TERMS = ("weights", "gradients", "optimizer", "activations", "logits", "overhead")
 ALLOCATOR_SLACK = 0.05  # the caching allocator's fragmentation over allocated bytes (measured 3-8 %)
@@ -58,7 +59,7 @@ class MemoryBreakdown:
 # -- terms ---------------------------------------------------------------------------------
 
 def weight_bytes(run: RunSetup) -> int:
-    """Parameter storage (per GPU) plus, for FSDP, the unsharded layers being computed."""
+    """Parameter storage per GPU: FSDP keeps 1/N of it (the units it gathers whole: planner/fsdp.py)."""
     arch = run.arch
     if run.method == "full":
         stored = arch.total_params * run.trainable_bytes
@@ -70,15 +71,8 @@ def weight_bytes(run: RunSetup) -> int:
         stored = arch.total_params * run.frozen_bytes + run.adapter.trainable_params * run.trainable_bytes
     stored += arch.head_dim * 4 if not arch.position_embeddings else 0  # rotary inv_freq buffers
     if run.sharding == "fsdp":
-        # each rank keeps 1/N, and gathers whole layers (one computing, one prefetched)
-        return stored // run.gpus + 2 * arch.layer_params * _layer_param_bytes(run)
+        return -(-stored // run.gpus)
     return stored
-
-
-def _layer_param_bytes(run: RunSetup) -> float:
-    if run.method == "full":
-        return run.trainable_bytes
-    return NF4_DOUBLE_QUANT_BYTES if run.method == "qlora" else run.frozen_bytes
 
 
 def autocast_copy_bytes(run: RunSetup) -> int:
@@ -92,10 +86,10 @@ def autocast_copy_bytes(run: RunSetup) -> int:
 
 
 def gradient_bytes(run: RunSetup) -> int:
-    """Gradients of the trained parameters, plus DDP's bucket copies."""
+    """Gradients of the trained parameters, plus DDP's bucket copies (FSDP's, phase by phase: planner/fsdp.py)."""
     grads = run.trainable_params * run.trainable_bytes
     if run.sharding == "fsdp":
-        return grads // run.gpus + layer_grad_bytes(run)
+        return -(-grads // run.gpus)
     if run.sharding == "ddp":
         return 2 * grads  # DDP's buckets are separate from .grad unless gradient_as_bucket_view
     return grads
@@ -119,9 +113,10 @@ def optimizer_bytes(run: RunSetup) -> int:
 def optimizer_temporary_bytes(run: RunSetup) -> int:
     adapter = run.adapter
     lora = adapter is not None and adapter.kind == "lora"
-    return adamw_temporary_bytes(run.arch, run.method, run.optimizer, run.device.is_cpu, run.trainable_bytes,
-                                 lora_rank=adapter.rank if lora else 0,
-                                 lora_modules=adapter.layer_modules if lora else ())
+    temporary = adamw_temporary_bytes(run.arch, run.method, run.optimizer, run.device.is_cpu, run.trainable_bytes,
+                                      lora_rank=adapter.rank if lora else 0,
+                                      lora_modules=adapter.layer_modules if lora else ())
+    return -(-temporary // run.gpus) if run.sharding == "fsdp" else temporary  # AdamW walks each rank's shards
 
 
 def logits_bytes(run: RunSetup) -> int:
@@ -196,7 +191,7 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
         return {"weights": weights + autocast, "gradients": gradients, "optimizer": state + optimizer_temp,
                 "activations": activations, "logits": logits}
 
-    return {
+    phases = {
         "forward_last_layer": phase(grads_before, last_layer_forward, 0),
         "forward_end": phase(grads_before, saved, lsm + run.tokens * run.arch.vocab * (4 if run.recipe == "fp32"
                                                                                         else 6)),
@@ -206,6 +201,36 @@ def step_phases(run: RunSetup) -> dict[str, dict[str, int]]:
         "backward_end": phase(max(grads_before, grads_before_embedding) + embedding_grad, acts.model_tail, 0),
         "optimizer_step": phase(grads, 0, 0, optimizer_temp=optimizer_temporary_bytes(run), autocast=0),
     }
+    if run.sharding == "fsdp":
+        _fsdp_phases(run, phases, last_layer, acts.layer_input if run.gradient_checkpointing else acts.per_layer,
+                     acts.layer_input)
+    return phases
+
+
+def _fsdp_phases(run: RunSetup, phases: dict, last_layer: int, per_layer: int, residual: int) -> None:
+    """FSDP's units gathered whole and its gradients, at each phase (planner/fsdp.py); a layer's backward
+    further down the layers holds one layer's activations less and one layer's gradient shards more, so the
+    layers between the last and the first are checked at their ends too (the next to last, the second).
+    Below the last layer the gradient coming down the residual stream arrives twice (through the layer above
+    and around it): one more hidden-sized tensor than in the last layer's backward (measured on 4 layers)."""
+    accumulating = run.grad_accum > 1
+    gathered, grads_at = gathered_bytes(run), gradient_bytes_at(run, accumulating)
+    for name, terms in phases.items():
+        if name in gathered:
+            terms["weights"] += gathered[name]
+            terms["gradients"] = grads_at[name]
+    layers = run.arch.layers
+    named = {"backward_last_layer": layers - 1, "backward_first_layer": 0}
+    if layers >= 3:
+        phases["backward_next_to_last_layer"] = dict(phases["backward_last_layer"],
+                                                     activations=last_layer - per_layer + residual)
+        phases["backward_second_layer"] = dict(phases["backward_last_layer"],
+                                               activations=last_layer - (layers - 2) * per_layer + residual)
+        named.update(backward_next_to_last_layer=layers - 2, backward_second_layer=1)
+    for name, i in named.items():
+        weights, grads = backward_layer(run, i, accumulating)
+        phases[name]["weights"] += weights
+        phases[name]["gradients"] = grads
 
 
 CPU_METRIC = "tensor bytes at the peak of one steady-state step (MemTracker), cpu"

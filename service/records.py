@@ -65,8 +65,8 @@ def store_attempt(store: JobStore, job: Job, record: dict) -> None:
 
 
 ATTEMPT_KINDS = ("replan", "replan_refused")
-# records that become a note in the job's events
-NOTE_KINDS = ("eval_batch", "replan_skipped", "checkpoints_removed", "disk_full")
+# records that become a note in the job's events (a placement: where each rank of an attempt runs)
+NOTE_KINDS = ("eval_batch", "replan_skipped", "checkpoints_removed", "disk_full", "placement")
 
 
 def store_records(store: JobStore, job: Job, records: list[dict]) -> int:

@@ -36,7 +36,10 @@ def measured_terms(model, optimizer) -> dict[str, int]:
 
 
 def weights_checksum(model) -> float:
-    """A cheap fingerprint of the trained weights: equal on every data-parallel rank after a step."""
+    """A cheap fingerprint of the trained weights: equal on every data-parallel rank after a step. A sharded
+    (FSDP) parameter counts whole: every rank gathers it, so every rank calls this."""
+    from torch.distributed.tensor import DTensor
+
     with torch.no_grad():
-        return float(sum(p.detach().double().sum() + p.detach().double().square().sum()
-                         for p in model.parameters() if p.requires_grad))
+        whole = (p.full_tensor() if isinstance(p, DTensor) else p for p in model.parameters() if p.requires_grad)
+        return float(sum(p.detach().double().sum() + p.detach().double().square().sum() for p in whole))

@@ -40,6 +40,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from planner.catalog import GpuGroup, Inventory, cpu_with_memory, parse_gpu_name
 from worker.budget import OutOfMemory
 from worker.host import host_memory_bytes
+from worker.ranks import all_ranks, gather_rank_files
 from worker.ray_env import PRIVATE_CLUSTER_ENV, TRAIN_ENV, report_poll_seconds, set_defaults
 from worker.retention import RESUMED_FOLDER, CheckpointLedger, keep_resumed
 from worker.sinks import MetricsSink
@@ -131,12 +132,17 @@ class _CheckpointToRay(TrainerCallback):
         self.reported_before: str | None = None  # the worker's latest checkpoint before the last hand-off
 
     def on_save(self, args, state, control, **kwargs):
-        latest = get_last_checkpoint(args.output_dir) if state.is_world_process_zero else None
+        own = get_last_checkpoint(args.output_dir)
+        rank_files = gather_rank_files(own)
+        latest = own if state.is_world_process_zero else None
         metrics = {"step": state.global_step, "final": False}
         checkpoint = None
         if latest is not None:
             folder = Path(tempfile.mkdtemp(prefix="effft-upload-", dir=self.handoff_root))
             _link_or_copy(latest, folder / HF_CHECKPOINT)
+            for name, data in rank_files.items():  # the other ranks' RNG states: a resumed rank draws as before
+                if not (folder / HF_CHECKPOINT / name).exists():
+                    (folder / HF_CHECKPOINT / name).write_bytes(data)
             checkpoint = Checkpoint.from_directory(str(folder))
             self.uploading.append(folder)
             self.reported_before = _path_of(ray.train.get_checkpoint())
@@ -231,6 +237,7 @@ def _train_loop(config: dict) -> None:
         resume = str(Path(local, HF_CHECKPOINT))
         if run.job.fresh_optimizer:  # 8-bit AdamW cannot load AdamW's state: the Trainer then starts it afresh
             Path(resume, "optimizer.pt").unlink(missing_ok=True)
+    placement = record_placement(sink, attempt=int(resume is not None))
     # a fresh folder per attempt: the Trainer's checkpoints of a dead attempt must not mix with this one's
     job = replace(run.job, work_dir=tempfile.mkdtemp(prefix="effft-work-", dir=_ensure(run.job.work_dir)))
     try:
@@ -248,10 +255,24 @@ def _train_loop(config: dict) -> None:
             shutil.rmtree(Path(resume).parent, ignore_errors=True)  # the local copy of Ray's checkpoint
     shutil.rmtree(job.work_dir, ignore_errors=True)  # the Trainer's own checkpoints: Ray holds the ones that count
     # each rank's own measured peak beside the plan's per-rank prediction: sharded plans are checked per rank
-    ray.train.report({"final": True, "rank": ray.train.get_context().get_world_rank(), "step": summary["step"],
+    ray.train.report({"final": True, **placement, "step": summary["step"],
                       "weights_checksum": summary["weights_checksum"],
                       "memory_peak_bytes": summary["memory_peak_bytes"],
                       "memory_predicted_bytes": summary["memory_predicted_bytes"]}, checkpoint=None)
+
+
+def record_placement(sink, attempt: int) -> dict:
+    """Where each rank of this attempt runs: rank 0 writes every rank's node (a note in the job's events); returns
+    this rank's own."""
+    mine = {"rank": ray.train.get_context().get_world_rank(), "node": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address()}
+    ranks = all_ranks(mine)
+    if mine["rank"] == 0:
+        nodes = len({r["node"] for r in ranks})
+        sink.write({"kind": "placement", "attempt": attempt, "ranks": ranks, "nodes": nodes, "time": time.time(),
+                    "text": f"attempt {attempt}: {len(ranks)} ranks on {nodes} node(s): "
+                            + ", ".join(f"rank {r['rank']} on {r['node'][:12]} ({r['node_ip']})" for r in ranks)})
+    return mine
 
 
 def _train_attempt(run: RayRun, job: WorkerJob, sink, callbacks, resume: str | None) -> dict:

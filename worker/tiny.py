@@ -37,9 +37,9 @@ def build_tiny_model(folder: Path, tokenizer, shape: dict | None = None, seed: i
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=False,
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, **(shape or TINY_SHAPE))
+                         pad_token_id=tokenizer.pad_token_id, **{"tie_word_embeddings": False, **(shape or TINY_SHAPE)})
     model = LlamaForCausalLM(config)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

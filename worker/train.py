@@ -22,6 +22,7 @@ from worker.hardware import device_for_rank, mark_cpu_baseline, peak_flops_per_d
 from worker.memory_cap import MemoryCap, StepPosition
 from worker.metrics import MetricsCallback, RunMeter
 from worker.model import load_tokenizer, precision_of, prepare_model
+from worker.ranks import fsdp_on_cpu
 from worker.retention import DEFAULT_CHECKPOINTS_TO_KEEP, checkpoint_step
 from worker.sinks import MetricsSink
 from worker.summary import build_summary
@@ -142,7 +143,9 @@ def train(job: WorkerJob, sink: MetricsSink, callbacks: Sequence = (), resume_fr
     trainer, meter, eval_loss = fit(job, sink, model, Blocks(train_blocks, eval_blocks, data.format), callbacks,
                                     resume_from, attempt, wrap_trainer, plan_attempt)
     trainer.save_model(job.output_dir)
-    after = exact_match(trainer.model, tokenizer, data.eval_rows, data.format) if scoring else None
+    # a sharded model computes only with every rank: each one generates the same answers, rank 0 reports them
+    sharded = settings.sharding == "fsdp" and ranks.world > 1 and settings.training.eval.exact_match
+    after = exact_match(trainer.model, tokenizer, data.eval_rows, data.format) if scoring or sharded else None
     summary = build_summary(job, trainer, meter, eval_loss, before, after)
     if ranks.rank == 0:
         tokenizer.save_pretrained(job.output_dir)
@@ -183,6 +186,8 @@ def fit(job: WorkerJob, sink: MetricsSink, model, blocks: Blocks, callbacks: Seq
                    CapCallback(cap, meter, job.plan.memory.budgeted), *callbacks]))
     if ranks.world == 1:
         _no_ddp_for_one_process(trainer)
+    else:
+        fsdp_on_cpu(trainer)
     reset_peak_memory(device)
     with held_to_budget(cap, job.plan, model, sink if ranks.rank == 0 else None):
         trainer.train(resume_from_checkpoint=resume_from)

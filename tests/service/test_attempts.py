@@ -88,3 +88,14 @@ def test_checkpoints_removed_are_a_note_in_the_job_events(store):
                                               "step 5 (resumed from), steps 5, 20, 30"}
     store_records(store, job, [record, record])  # a batch the shipper sent twice
     assert [e.reason for e in store.events(job.id)].count(record["text"]) == 1
+
+
+def test_each_attempts_placement_is_a_note_in_the_job_events(store):
+    job, _ = running_job(store)
+    record = {"kind": "placement", "attempt": 0, "nodes": 2,
+              "ranks": [{"rank": 0, "node": "a" * 56, "node_ip": "10.0.0.1"},
+                        {"rank": 1, "node": "b" * 56, "node_ip": "10.0.0.2"}],
+              "text": "attempt 0: 2 ranks on 2 node(s): rank 0 on aaaaaaaaaaaa (10.0.0.1), "
+                      "rank 1 on bbbbbbbbbbbb (10.0.0.2)"}
+    store_records(store, job, [record, record])
+    assert [e.reason for e in store.events(job.id)].count(record["text"]) == 1
