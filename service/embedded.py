@@ -141,6 +141,29 @@ def stop_pid(pid: int, timeout: float = 30, expect: str | None = None) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def driver_pids(data_dir: Path) -> list[int]:
+    """The job drivers (`python -m worker.job_main DATA_DIR/runs/JOB/job.json`) of this data dir's jobs still
+    running: each is a Ray job's entrypoint in a session of its own, so stopping the head leaves it behind, still
+    draining its records to a server that is gone (for up to an hour). Linux only (reads /proc)."""
+    runs, found = str(data_dir.resolve() / "runs") + os.sep, []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = entry.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "worker.job_main" in argv and any(arg.startswith(runs) for arg in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_drivers(data_dir: Path, timeout: float = 10) -> int:
+    """Stop this data dir's leftover job drivers; returns how many there were."""
+    pids = driver_pids(data_dir)
+    for pid in pids:
+        stop_pid(pid, timeout=timeout, expect="worker.job_main")
+    return len(pids)
+
+
 def stop_ray_head(data_dir: Path, grace_seconds: float = 10) -> bool:
     """SIGTERM to `ray start --block` stops its cluster cleanly, but lingers ~30 s after a job ran:
     after a grace period, the head's whole session (it was started as its leader) is killed."""

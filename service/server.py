@@ -15,7 +15,16 @@ from fastapi import FastAPI
 from service.api import create_app
 from service.cluster import RayCluster, gpu_memory_rows, inventory_view
 from service.db import make_engine, make_sqlite_private
-from service.embedded import LOOPBACK_ENV, alive, start_detached, start_ray_head, stop_pid, stop_ray_head, write_secret
+from service.embedded import (
+    LOOPBACK_ENV,
+    alive,
+    start_detached,
+    start_ray_head,
+    stop_drivers,
+    stop_pid,
+    stop_ray_head,
+    write_secret,
+)
 from service.migrate import upgrade
 from service.prom import make_registry
 from service.scheduler import Scheduler
@@ -124,4 +133,6 @@ def stop(data_dir: Path) -> list[str]:
         path.unlink()
     if stop_ray_head(data_dir):
         stopped.append("Ray head")
+    if drivers := stop_drivers(data_dir):
+        stopped.append(f"{drivers} job driver(s) left by the Ray head")
     return stopped
