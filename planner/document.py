@@ -57,13 +57,15 @@ class _PlainLoader(_Limited, yaml.SafeLoader):
 try:  # libyaml's parser in C (four times faster) under PyYAML's composer, which _Limited extends
     from yaml._yaml import CParser
 
-    class _FastLoader(_Limited, Composer, CParser, SafeConstructor, Resolver):
+    class _CSafeLoader(Composer, CParser, SafeConstructor, Resolver):
         def __init__(self, stream: str):
             CParser.__init__(self, stream)
             SafeConstructor.__init__(self)
             Resolver.__init__(self)
             Composer.__init__(self)
-            self.depth, self.aliases, self.nodes = 0, 0, 0
+
+    class _FastLoader(_Limited, _CSafeLoader):
+        """libyaml's parser, the limits of _Limited."""
 except ImportError:  # PyYAML built without libyaml
     _FastLoader = _PlainLoader
 

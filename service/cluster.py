@@ -7,6 +7,7 @@ from dataclasses import replace
 from planner.catalog import GpuGroup, Inventory, cpu_with_memory
 from planner.objective import Queue
 from service.packing import Claim, DeviceLoad, devices_of, replay
+from service.settings import Settings
 from service.states import State
 from service.store import JobStore
 
@@ -27,8 +28,11 @@ def device_loads(store: JobStore, inventory: Inventory) -> list[DeviceLoad]:
     return replay(devices_of(inventory), running_claims(store))
 
 
-def queue_now(store: JobStore, inventory: Inventory, joining: bool = False) -> Queue:
-    """Jobs not yet running (and the one `joining`, for a preview) against the devices no job holds."""
+def queue_now(store: JobStore, inventory: Inventory, settings: Settings, joining: bool = False) -> Queue | None:
+    """What objective auto weighs: jobs not yet running (and the one `joining`, for a preview) against the devices
+    no job holds; None when EFFFT_THROUGHPUT_WHEN_QUEUED is off (auto is then fastest)."""
+    if not settings.throughput_when_queued:
+        return None
     counts = store.counts_by_state()
     waiting = sum(counts.get(state, 0) for state in (State.QUEUED, State.PLANNING, State.WAITING)) + joining
     free = sum(1 for load in device_loads(store, inventory) if not load.jobs and not load.whole)

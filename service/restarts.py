@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 
 from planner.plan import load_plan
-from worker.ray_env import TRAIN_ENV
 
 log = logging.getLogger("effft.scheduler")
 RESTARTED = re.compile(r"-r(\d+)$")
@@ -46,16 +44,8 @@ def restart_driver(scheduler, job) -> bool:
         if why is not None:
             scheduler.store.note(job.id, f"the job's driver died ({why}); no restart left (at most {limit})")
         return False
-    job_file = scheduler._write_job_file(job.id, load_plan(job.plan), job.placement)  # the plan it runs now
-    entrypoint = f"{scheduler.settings.worker_python or sys.executable} -m worker.job_main {job_file}"
-    submission = f"{job.id}-r{restarts + 1}"
-    try:
-        new = scheduler.cluster.submit(submission, entrypoint, dict(TRAIN_ENV))
-    except Exception:
-        # submitted before, by a scheduler that died before recording it: Ray knows the id, adopt it
-        if scheduler.cluster.status(submission) not in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"):
-            raise
-        new = submission
+    # the plan it runs now, under a new Ray job id
+    new = scheduler.submit_driver(job.id, f"{job.id}-r{restarts + 1}", load_plan(job.plan), job.placement)
     reason = (f"the job's driver died ({why}); started again as Ray job {new}, resuming from the last checkpoint "
               f"(restart {restarts + 1} of at most {limit})")
     if not scheduler.store.replace_ray_job(job.id, job.ray_job_id, new, reason):

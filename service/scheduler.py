@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for_any
 from pathlib import Path
 
-from planner.objective import Queue
 from planner.plan import Plan, PlanVersionError, load_plan
 from service.calibration import table_from_store
 from service.cluster import context_bytes, device_loads, queue_now
@@ -27,7 +26,7 @@ from service.restarts import restart_driver
 from service.settings import Settings
 from service.states import Cause, State
 from service.store import JobStore
-from worker.disk import FULL_TEXTS
+from worker.disk import says_disk_full
 from worker.job_file import ConfinementFile, JobFile
 from worker.ray_env import TRAIN_ENV
 
@@ -56,7 +55,7 @@ def by_held_bytes(jobs: list) -> list:
 def failure_cause(status_cause: Cause, logs: str) -> Cause:
     if "OutOfMemoryError" in logs or "out of memory" in logs.lower():
         return Cause.OOM
-    return Cause.SYSTEM if any(text in logs for text in FULL_TEXTS) else status_cause  # not the training's fault
+    return Cause.SYSTEM if says_disk_full(logs) else status_cause  # not the training's fault
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ class Scheduler:
         try:  # the inputs are read here, so the child needs neither the store nor Ray
             inventory = self.cluster.inventory()
             request = PlanningRequest(job.owner, job.spec, self.settings, inventory, table_from_store(self.store),
-                                      timeout, self._queue(inventory))
+                                      timeout, queue_now(self.store, inventory, self.settings))
             process = PlanningProcess(request, name=f"effft-plan-{job.id}")
         except Exception as error:  # Ray or the database away, or no process to be had: effft's failure
             log.exception("scheduler: planning %s could not start", job.id)
@@ -158,9 +157,17 @@ class Scheduler:
             return
         self._planning[job.id] = Planning(self.clock() + timeout, process)
 
-    def _queue(self, inventory) -> Queue | None:
-        """What objective auto weighs (None: the setting is off, auto is fastest)."""
-        return queue_now(self.store, inventory) if self.settings.throughput_when_queued else None
+    def submit_driver(self, job_id: str, submission_id: str, plan: Plan, placement: dict) -> str:
+        """Write the job's file and submit its driver to Ray as `submission_id`; the Ray job's id."""
+        job_file = self._write_job_file(job_id, plan, placement)
+        entrypoint = f"{self.settings.worker_python or sys.executable} -m worker.job_main {job_file}"
+        try:
+            return self.cluster.submit(submission_id, entrypoint, dict(TRAIN_ENV))
+        except Exception:
+            # submitted before, by a scheduler that died before recording it: Ray knows the id, adopt it
+            if self.cluster.status(submission_id) in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"):
+                return submission_id
+            raise
 
     def _wait_for_planning(self, until: float) -> None:
         """Block until every planning in flight has an outcome, or until `until` (time.monotonic)."""
@@ -241,16 +248,7 @@ class Scheduler:
                 self.store.transition(job_id, current, State.WAITING, waiting_reason(claim, loads))
             return
         placement = placement_record(claim, devices, loads, plan)
-        job_file = self._write_job_file(job_id, plan, placement)
-        entrypoint = f"{self.settings.worker_python or sys.executable} -m worker.job_main {job_file}"
-        try:
-            ray_job_id = self.cluster.submit(job_id, entrypoint, dict(TRAIN_ENV))
-        except Exception:
-            # submitted before, by a scheduler that died before recording it: Ray knows the id, adopt it
-            if self.cluster.status(job_id) in ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"):
-                ray_job_id = job_id
-            else:
-                raise
+        ray_job_id = self.submit_driver(job_id, job_id, plan, placement)
         if not self.store.transition(job_id, current, State.RUNNING, placement["why"], ray_job_id=ray_job_id,
                                      gpus=plan.gpus, gpu_type=plan.gpu, placement=placement):
             self.cluster.stop(ray_job_id)  # cancelled while we submitted it
@@ -297,7 +295,7 @@ class Scheduler:
         if target == State.FAILED:
             logs = self._logs(job.ray_job_id) if status == "FAILED" else ""
             message = logs.strip().splitlines()[-1][:1000] if logs.strip() else f"Ray job {status.lower()}"
-            if any(text in logs for text in FULL_TEXTS):
+            if says_disk_full(logs):
                 message = f"the disk of the job's run folder (or output) is full; free space, submit again: {message}"
             self._fail(job.id, current, failure_cause(cause, logs), message)
         else:

@@ -24,6 +24,11 @@ MAX_DISK_RESUMES = 3
 FULL_TEXTS = ("No space left on device", "[Errno 28]", "[errno 28]")
 
 
+def says_disk_full(text: str) -> bool:
+    """The text (an error, a Ray job's log) names ENOSPC."""
+    return any(full in text for full in FULL_TEXTS)
+
+
 def is_disk_full(error: BaseException | None) -> bool:
     """The error (or one it was raised from) is ENOSPC, as an OSError or in the text Ray made of it."""
     seen = set()
@@ -31,7 +36,7 @@ def is_disk_full(error: BaseException | None) -> bool:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             return True
-        if any(text in str(error) for text in FULL_TEXTS):
+        if says_disk_full(str(error)):
             return True
         error = error.__cause__ or error.__context__
     return False

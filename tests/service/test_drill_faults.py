@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures imported from scheduler_fixtures are named by the tests' parameters)
 """Faults the chaos drill (bench/chaos) found. A job's driver killed from outside is started again (resuming from its
 checkpoint); a driver that failed by itself is not; a job failed on a full disk says so, cause `system`.
 
@@ -10,34 +11,9 @@ from __future__ import annotations
 import pytest
 
 from service.restarts import how_it_died, restarts_of
-from service.scheduler import Scheduler
 from service.states import State
 from tests.service.conftest import FakeCluster
-
-
-@pytest.fixture
-def scheduler(store, settings, cluster: FakeCluster) -> Scheduler:
-    return Scheduler(store, settings, cluster, "http://testserver")
-
-
-@pytest.fixture
-def settings(tmp_path, tiny_model, chat_data):
-    from service.settings import Settings
-
-    return Settings(data_dir=tmp_path / "data", dataset_roots=[tiny_model, chat_data.parent, tmp_path])
-
-
-@pytest.fixture
-def store(tmp_path):
-    from service.db import make_engine
-    from service.migrate import upgrade
-    from service.store import JobStore
-
-    url = f"sqlite:///{tmp_path / 'effft.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    yield JobStore(engine)
-    engine.dispose()
+from tests.service.scheduler_fixtures import scheduler, settings, store  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

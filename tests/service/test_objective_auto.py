@@ -8,7 +8,7 @@ import pytest
 
 from service.scheduler import Scheduler
 from service.states import State
-from tests.service.test_scheduler import queue, ray_id, settings, store  # noqa: F401  (fixtures)
+from tests.service.scheduler_fixtures import queue, ray_id, settings, store  # noqa: F401  (fixtures)
 
 
 def planned(store, scheduler, job_ids):

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures imported from scheduler_fixtures are named by the tests' parameters)
 """The scheduler against a fake cluster: planning with a real tiny model, waiting for GPUs, following Ray to the end."""
 
 from __future__ import annotations
@@ -17,47 +18,12 @@ import pytest
 from planner import Inventory, cpu_with_memory
 from planner.calibration import CalibrationTable
 from planner.plan import load_plan
-from service.db import make_engine
-from service.migrate import upgrade
 from service.planning import PlanningRequest
 from service.scheduler import Scheduler
 from service.states import State
-from service.store import JobStore
 from tests.service.conftest import CPU_INVENTORY, FakeCluster, job_spec, write_jsonl
+from tests.service.scheduler_fixtures import queue, ray_id, scheduler, settings, store  # noqa: F401
 from worker.job_file import JobFile
-
-
-@pytest.fixture
-def store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'effft.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    yield JobStore(engine)
-    engine.dispose()
-
-
-@pytest.fixture
-def scheduler(store, settings, cluster) -> Scheduler:
-    return Scheduler(store, settings, cluster, "http://testserver")
-
-
-@pytest.fixture
-def queue(store, tiny_model, chat_data):
-    def submit(name: str = "test", dataset=chat_data, **fields) -> str:
-        return store.submit("alice", job_spec(tiny_model, dataset, name, **fields))[0].id
-
-    return submit
-
-
-@pytest.fixture
-def settings(tmp_path, tiny_model, chat_data):  # SQLite only: the scheduler's own store above
-    from service.settings import Settings
-
-    return Settings(data_dir=tmp_path / "data", dataset_roots=[tiny_model, chat_data.parent, tmp_path])
-
-
-def ray_id(job_id: str) -> str:
-    return f"ray-{job_id}"
 
 
 def test_a_queued_job_is_planned_and_submitted(scheduler, store, cluster, queue, settings):

@@ -30,8 +30,7 @@ async def dry_run(request: Request, caller: CallerDep, settings: SettingsDep, se
 
     def plan_now() -> Plan:
         inventory = services.inventory()
-        queue = queue_now(store, inventory, joining=True) if settings.throughput_when_queued else None
-        return plan_job(spec, inventory, queue=queue)
+        return plan_job(spec, inventory, queue=queue_now(store, inventory, settings, joining=True))
 
     try:  # the inventory asks Ray, and planning reads the model's config (maybe from the hub): both block
         planning = run_in_threadpool(plan_now)
