@@ -97,18 +97,15 @@ class JobStore:
         if not is_job_id(job_id):
             return None
         with self.session() as session:
-            job = session.get(Job, job_id)
-        return job if job is not None and (owner is None or job.owner == owner) else None
+            return _visible(session.get(Job, job_id), owner)
 
     def get_with_progress(self, job_id: str, owner: str | None = None) -> tuple[Job | None, StepMetric | None]:
         """`get` and the job's latest step in one session: a job's page, the route clients poll most."""
         if not is_job_id(job_id):
             return None, None
         with self.session() as session:
-            job = session.get(Job, job_id)
-            if job is None or (owner is not None and job.owner != owner):
-                return None, None
-            return job, session.exec(_latest_step(job_id)).first()
+            job = _visible(session.get(Job, job_id), owner)
+            return job, (session.exec(_latest_step(job_id)).first() if job is not None else None)
 
     def list(self, owner: str | None, state: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         """Newest first; the cursor is the last job's `created_at|id` of the previous page."""
@@ -301,6 +298,11 @@ class JobStore:
     def memory_checks(self) -> list[MemoryCheck]:
         with self.session() as session:
             return list(session.exec(select(MemoryCheck)).all())
+
+
+def _visible(job: Job | None, owner: str | None) -> Job | None:
+    """The job if `owner` may see it (owner None: anyone may)."""
+    return job if job is not None and (owner is None or job.owner == owner) else None
 
 
 def _latest_step(job_id: str):
