@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -107,6 +108,11 @@ def run_http(app: FastAPI, host: str, port: int) -> None:
     """Serve `app` as `effft server` does (and the API benchmark too)."""
     import uvicorn
 
+    # Everything imported and built so far lives as long as the server. Frozen, the cyclic collector stops
+    # walking it: a full collection took 40-130 ms here (130,000 objects on a slow core), every request in
+    # flight waited it out, and that was the API's worst latency; after the freeze one takes 2-4 ms.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS)
 
 

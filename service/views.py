@@ -67,12 +67,23 @@ def _identity(job: Job) -> dict:
             "planned": job.plan is not None}
 
 
-def _job_view(job: Job, latest: StepMetric | None) -> dict:
+NON_FINITE = ("inf", "-inf", "nan")  # how json_safe writes a non-finite number stored before records were checked
+PROGRESS_KEYS = ("step", "total_steps", "loss", "tokens_per_second", "mfu", "memory_peak_bytes",
+                 "memory_predicted_bytes", "eta_seconds")
+
+
+def number_or_none(value):
+    """A number from a step record, or None: a value a worker sent that is not a number is left out, never a 500
+    for the whole view."""
+    if isinstance(value, bool) or not (isinstance(value, int | float) or value in NON_FINITE):
+        return None
+    return value
+
+
+def _job_view(job: Job, latest_record: dict | None) -> dict:
     progress = None
-    if latest is not None:
-        record = latest.record
-        progress = {key: record.get(key) for key in ("step", "total_steps", "loss", "tokens_per_second", "mfu",
-                                                      "memory_peak_bytes", "memory_predicted_bytes", "eta_seconds")}
+    if latest_record is not None:
+        progress = {key: number_or_none(latest_record.get(key)) for key in PROGRESS_KEYS}
     return {**_identity(job), "message": job.message, "created_at": _time(job.created_at),
             "updated_at": _time(job.updated_at), "started_at": _time(job.started_at),
             "finished_at": _time(job.finished_at), "ray_job_id": job.ray_job_id, "gpus": job.gpus,
@@ -80,13 +91,26 @@ def _job_view(job: Job, latest: StepMetric | None) -> dict:
             "spec": job.spec}
 
 
-def job_view(job: Job, latest: StepMetric | None = None) -> dict:
+def _shown_job(job: Job, latest_record: dict | None) -> dict:
     try:
-        return json_safe(_job_view(job, latest))
+        return _job_view(job, latest_record)
     except Exception:  # a row we cannot render is shown by its identity, never fails the whole listing
         log.exception("rendering job %s", job.id)
         return {**_identity(job), "message": "this job's stored record cannot be shown", "progress": None,
                 "summary": None, "spec": None}
+
+
+def job_view(job: Job) -> dict:
+    """A job as JSON-safe values, for a route that answers several (FastAPI checks them against JobPublic)."""
+    return json_safe(_shown_job(job, None))
+
+
+def job_answer(job: Job, latest_record: dict | None = None, status_code: int = 200) -> SafeJSONResponse:
+    """A job as a route's whole answer, rendered once. FastAPI passes a returned Response through as it is: no
+    check against JobPublic (the view is that shape by construction, and tests/service/test_fuzz.py checks
+    every answer against the schema) and no second encoding. Submit and a job's page, the routes clients call
+    most, answer this way."""
+    return SafeJSONResponse(_shown_job(job, latest_record), status_code=status_code)
 
 
 def event_view(event: JobEvent) -> dict:

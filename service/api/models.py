@@ -12,19 +12,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from service.states import State
-
-NON_FINITE = ("inf", "-inf", "nan")  # how json_safe writes a non-finite number stored before records were checked
-
-
-def _number_or_none(value):
-    # a value a worker sent that is not a number is left out, never a 500 for the whole view
-    if isinstance(value, bool) or not (isinstance(value, int | float) or value in NON_FINITE):
-        return None
-    return value
-
+from service.views import NON_FINITE, number_or_none
 
 NUMBER_SCHEMA = {"anyOf": [{"type": "number"}, {"type": "string", "enum": list(NON_FINITE)}, {"type": "null"}]}
-Number = Annotated[int | float | str | None, BeforeValidator(_number_or_none), WithJsonSchema(NUMBER_SCHEMA)]
+Number = Annotated[int | float | str | None, BeforeValidator(number_or_none), WithJsonSchema(NUMBER_SCHEMA)]
 Timestamp = Annotated[str | None, Field(json_schema_extra={"format": "date-time"})]
 JsonObject = dict[str, Any]
 

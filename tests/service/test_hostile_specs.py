@@ -186,3 +186,29 @@ def test_thousands_of_unknown_keys_get_a_short_answer(client, store, spec):
     response = submit(client, body)
     assert response.status_code == 422 and len(response.json()["detail"]) == 51
     assert "more problems" in response.json()["detail"][-1]["message"]
+
+
+@pytest.mark.parametrize("late_by", [0.3, 1.0])
+def test_a_spec_checked_too_late_is_422_and_never_stored_even_when_its_check_ends_afterwards(
+        client, store, spec, monkeypatch, late_by):
+    """Submit checks the spec and stores the job on one thread; a check that outlasts PARSE_SECONDS is answered
+    with an error, and the store must then never run, even once the check ends."""
+    import time
+
+    import service.body
+
+    checked = service.body.checked_spec
+
+    def slow_check(*args):
+        time.sleep(late_by)
+        return checked(*args)
+
+    monkeypatch.setattr(service.body, "PARSE_SECONDS", 0.1)
+    monkeypatch.setattr(service.body, "checked_spec", slow_check)
+    response = submit(client, spec, key="late-1")
+    assert response.status_code == 422 and "took longer than" in response.text
+    time.sleep(late_by + 0.5)  # the check has ended by now; its job must not have been stored
+    assert total_jobs(store) == 0
+    monkeypatch.setattr(service.body, "checked_spec", checked)
+    assert submit(client, spec, key="late-1").status_code == 201  # the key was never used
+    assert total_jobs(store) == 1

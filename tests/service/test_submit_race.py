@@ -16,13 +16,13 @@ def race(store, monkeypatch, bodies):
     """Submit `bodies` at once with one key, each racer held before its insert until every racer is there: all
     of them insert, the race the unique (owner, key) constraint must settle. Returns each submit's outcome
     ((job, created) or the exception it raised) and what the losers' look-ups found."""
-    opened, found = store.session, []
+    opened, found = store.transaction, []
     all_there = threading.Barrier(len(bodies), timeout=20)
     racer = threading.local()
 
-    def held_session():
-        if getattr(racer, "first_session", False):  # the insert's session: opened first in a submit
-            racer.first_session = False
+    def held_transaction():
+        if getattr(racer, "first_transaction", False):  # the insert's transaction: opened first in a submit
+            racer.first_transaction = False
             all_there.wait()
         return opened()
 
@@ -32,12 +32,12 @@ def race(store, monkeypatch, bodies):
         found.append(lookup(owner, key))
         return found[-1]
 
-    monkeypatch.setattr(store, "session", held_session)
+    monkeypatch.setattr(store, "transaction", held_transaction)
     monkeypatch.setattr(store, "_by_key", seen_lookup)
     outcomes = [None] * len(bodies)
 
     def submit(index, body):
-        racer.first_session = True
+        racer.first_transaction = True
         try:
             outcomes[index] = store.submit("alice", body, idempotency_key="retry-1")
         except Exception as error:  # the outcome under test

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 
@@ -12,10 +12,10 @@ from planner.errors import FieldProblem
 from service.api.deps import CallerDep, OwnedJobDep, ServicesDep, SettingsDep, StoreDep, no_such_job, owned_job
 from service.api.models import EventsPublic, JobPublic, JobsPublic, MetricsPublic
 from service.api.openapi import JOB_BODY, errors
-from service.body import BadInput, spec_from
+from service.body import BadInput, checked_then
 from service.states import CANCEL_TARGET, State
 from service.store import IdempotencyConflict
-from service.views import event_view, job_view, metric_view
+from service.views import event_view, job_answer, job_view, metric_view
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=errors(401))
 
@@ -26,17 +26,17 @@ CANCEL_TRIES = 5
 @router.post("", status_code=201, response_model=JobPublic, openapi_extra=JOB_BODY,
              responses={200: {"model": JobPublic, "description": "the job an earlier submit with this "
                                                                  "Idempotency-Key made"}, **errors(409, 413)})
-async def submit(request: Request, response: Response, caller: CallerDep, settings: SettingsDep, store: StoreDep,
+async def submit(request: Request, caller: CallerDep, settings: SettingsDep, store: StoreDep,
                  idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None):
     """Submit a job spec (JSON or YAML); it is queued, then planned and run by the scheduler."""
-    spec = await spec_from(request, settings, caller.user)
-    try:  # the store blocks: keep it off the event loop
-        job, created = await run_in_threadpool(store.submit, caller.user, spec.model_dump(mode="json"),
-                                               idempotency_key)
+    def store_it(spec):  # on the thread that checked the spec: the store blocks, the event loop must not
+        return store.submit(caller.user, spec.model_dump(mode="json"), idempotency_key)
+
+    try:
+        job, created = await checked_then(request, settings, caller.user, store_it)
     except IdempotencyConflict as error:
         raise HTTPException(409, str(error)) from None
-    response.status_code = 201 if created else 200
-    return job_view(job)
+    return job_answer(job, status_code=201 if created else 200)
 
 
 @router.get("", response_model=JobsPublic)
@@ -57,7 +57,7 @@ async def get_job(job_id: str, caller: CallerDep, store: StoreDep):
     job, latest = await run_in_threadpool(store.get_with_progress, job_id, caller.owner_filter)
     if job is None:
         raise no_such_job(job_id)
-    return job_view(job, latest)
+    return job_answer(job, latest)
 
 
 @router.get("/{job_id}/events", response_model=EventsPublic, responses=errors(404))
