@@ -111,7 +111,8 @@ class JobStore:
         poll most."""
         if not is_job_id(job_id):
             return None, None
-        with self.engine.connect() as connection:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            # one SELECT needs no transaction: on Postgres that saves the BEGIN and the ROLLBACK, two round trips
             row = connection.execute(JOB_WITH_LATEST_RECORD, {"job_id": job_id}).first()
         if row is None:
             return None, None
