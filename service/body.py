@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
 from planner import SpecError, parse_job
 from planner.document import MAX_DOCUMENT_BYTES, load_document
@@ -72,18 +72,23 @@ def checked_spec(raw: bytes, settings: Settings, owner: str) -> JobSpec:
 
 async def checked_then(request: Request, settings: Settings, owner: str, then: Callable[[JobSpec], T]) -> T:
     """The request's spec, checked off the event loop, and `then(spec)` on the same thread: one thread hop, not
-    two (a hop cost more CPU than a job's insert here). A body that takes over PARSE_SECONDS is refused, and then
-    `then` never runs: nothing is stored for a request answered with an error."""
+    two (a hop cost more CPU than a job's insert here). Past PARSE_SECONDS the request is answered with an error
+    and `then` never runs (nothing is stored for it): 422 when its own check took that long, 503 when it waited
+    that long for a thread (every one busy: with bodies, or with a store that does not answer)."""
     raw = await read_body(request)
     handoff = threading.Lock()
-    state = {"abandoned": False}
+    phase = ["waiting"]  # -> checking -> then; or -> abandoned, which only the event loop sets
+
+    def advance(to: str) -> None:
+        with handoff:
+            if phase[0] == "abandoned":
+                raise TimeoutError("answered already")
+            phase[0] = to
 
     def check_then() -> T:
+        advance("checking")
         spec = checked_spec(raw, settings, owner)
-        with handoff:
-            if state["abandoned"]:
-                raise TimeoutError("answered already")
-            state["then"] = True
+        advance("then")
         return then(spec)
 
     work = asyncio.get_running_loop().run_in_executor(PARSERS, check_then)
@@ -91,10 +96,13 @@ async def checked_then(request: Request, settings: Settings, owner: str, then: C
         return await asyncio.wait_for(asyncio.shield(work), PARSE_SECONDS)
     except TimeoutError:
         with handoff:
-            state["abandoned"] = "then" not in state
-        if not state["abandoned"]:  # the check finished in time and `then` is under way: its answer is the answer
+            reached, phase[0] = phase[0], ("then" if phase[0] == "then" else "abandoned")
+        if reached == "then":  # checked in time and `then` is under way: its answer is the answer
             return await work
         work.add_done_callback(lambda late: late.exception())  # how it ends now is nobody's answer
+        if reached == "waiting":
+            raise HTTPException(503, f"the server found no free thread to check the spec in {PARSE_SECONDS:.0f} s; "
+                                     "nothing was stored, try again") from None
         raise BadInput([FieldProblem("<body>", None, f"took longer than {PARSE_SECONDS:.0f} s to read and check; "
                                                      "simplify the spec")]) from None
 

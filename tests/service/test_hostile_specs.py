@@ -212,3 +212,24 @@ def test_a_spec_checked_too_late_is_422_and_never_stored_even_when_its_check_end
     monkeypatch.setattr(service.body, "checked_spec", checked)
     assert submit(client, spec, key="late-1").status_code == 201  # the key was never used
     assert total_jobs(store) == 1
+
+
+def test_a_submit_that_finds_no_free_thread_in_time_is_503_and_never_stored(client, store, spec, monkeypatch):
+    """Every checking thread busy (hostile bodies, or a store that does not answer): the submit is answered 503,
+    not a 422 blaming its spec, and the job is not stored when a thread frees up later."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import service.body
+
+    busy, release = ThreadPoolExecutor(max_workers=1), threading.Event()
+    busy.submit(release.wait, 10)
+    monkeypatch.setattr(service.body, "PARSERS", busy)
+    monkeypatch.setattr(service.body, "PARSE_SECONDS", 0.2)
+    response = submit(client, spec, key="busy-1")
+    assert response.status_code == 503 and "no free thread" in response.text
+    release.set()
+    time.sleep(0.5)  # the queued check has had its thread by now
+    busy.shutdown(wait=True)
+    assert total_jobs(store) == 0
