@@ -8,7 +8,7 @@ the machine's CPU with the API; by default they are lean (bench/lean_http.py) so
 is the API, and `--client both` runs httpx clients beside them to show the difference.
 
     .venv/bin/python bench/api_load.py [--clients 50] [--runs 5] [--db both] [--client lean|httpx|both]
-                                       [--saturated] [--postgres URL]
+                                       [--against OTHER_CHECKOUT] [--saturated] [--postgres URL]
 """
 
 from __future__ import annotations
@@ -181,9 +181,9 @@ def cpu_per_request(url: str, pid: int, data_dir: str, pairs: int = 300) -> floa
         return 1000 * (server_cpu_seconds(pid) - started) / pairs
 
 
-def launch_api(args: list[str], port: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """`python ARGS` (an API on `port`) from the repository root; returns once /healthz answers."""
-    process = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT)
+def launch_api(args: list[str], port: int, env: dict[str, str], root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """`python ARGS` (an API on `port`) from a checkout's root; returns once /healthz answers."""
+    process = subprocess.Popen([sys.executable, *args], env=env, cwd=root)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -195,10 +195,26 @@ def launch_api(args: list[str], port: int, env: dict[str, str]) -> tuple[subproc
     raise RuntimeError("the API did not start")
 
 
-def serve(database_url: str, data_dir: str) -> tuple[subprocess.Popen, str]:
+def serve(database_url: str, data_dir: str, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """The API of the checkout at `root` (this one, or the one --against names) over `database_url`."""
     port = free_port()
     return launch_api(["-c", SERVER, str(port), data_dir, database_url], port,
-                      {**os.environ, "PYTHONPATH": str(ROOT)})
+                      {**os.environ, "PYTHONPATH": str(root)}, root)
+
+
+def second_database(url: str) -> str:
+    """`url` with `_against` after its database name, created when missing: the other checkout's own tables."""
+    from sqlalchemy import create_engine, make_url, text
+
+    main_url = make_url(url)
+    other = main_url.set(database=f"{main_url.database}_against")
+    engine = create_engine(main_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        if not connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                  {"name": other.database}).first():
+            connection.execute(text(f'CREATE DATABASE "{other.database}"'))
+    engine.dispose()
+    return other.render_as_string(hide_password=False)
 
 
 def reset_postgres(url: str) -> None:
@@ -224,36 +240,54 @@ def main() -> None:
     parser.add_argument("--db", choices=("both", "sqlite", "postgres"), default="both")
     parser.add_argument("--client", choices=("lean", "httpx", "both"), default="lean",
                         help="the clients' HTTP library (both: their runs alternate, side by side)")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="another checkout of effft (git worktree add /tmp/base REF): its API runs beside this "
+                             "one, their runs alternate, and the summary shows both")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
-                        help="a database whose tables the bench may drop")
+                        help="a database whose tables the bench may drop (--against adds one named *_against)")
     options = parser.parse_args()
     kinds = ("lean", "httpx") if options.client == "both" else (options.client,)
+    checkouts = {"": ROOT, **({f" ({options.against.name})": options.against.resolve()} if options.against else {})}
     summary, cost = {}, {}
     with tempfile.TemporaryDirectory() as data_dir:
-        databases = {"sqlite": f"sqlite:///{data_dir}/bench.db", "postgres": options.postgres}
-        for name, url in databases.items():
-            if options.db not in ("both", name):
-                continue
-            if name == "postgres":
-                reset_postgres(url)
-            process, api = serve(url, data_dir)
-            try:
-                cost[name] = cpu_per_request(api, process.pid, data_dir)
-                for run in range(options.runs):
-                    for kind in kinds:  # alternating, so a noisy minute hits both clients alike
-                        label = name if len(kinds) == 1 else f"{name} {kind}"
-                        result = asyncio.run(load(api, data_dir, options.clients, options.jobs_per_client,
-                                                  options.seconds, options.interval, f"paced{run}{kind}", kind))
-                        report(f"{label} paced #{run + 1}", options.clients, result)
-                        summary.setdefault(label, []).append(result)
-                if options.saturated:
-                    report(f"{name} saturated", options.clients, asyncio.run(
-                        load(api, data_dir, options.clients, options.jobs_per_client, options.seconds, 0.0, "sat",
-                             kinds[0])))
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
+        for name in ("sqlite", "postgres"):
+            if options.db in ("both", name):
+                bench_database(name, checkouts, kinds, data_dir, options, summary, cost)
     print_summary(summary, cost, options)
+
+
+def bench_database(name: str, checkouts: dict[str, Path], kinds: tuple[str, ...], data_dir: str, options,
+                   summary: dict, cost: dict) -> None:
+    """Every checkout's API over its own `name` database; paced runs alternate between checkouts and clients, so a
+    noisy minute on this shared machine hits each alike."""
+    apis = {}
+    try:
+        for suffix, root in checkouts.items():
+            if name == "sqlite":
+                url = f"sqlite:///{data_dir}/bench{len(apis)}.db"
+            else:
+                url = second_database(options.postgres) if suffix else options.postgres
+                reset_postgres(url)
+            process, api = serve(url, data_dir, root)
+            apis[suffix] = (process, api, cpu_per_request(api, process.pid, data_dir))
+        for run in range(options.runs):
+            for suffix, (_, api, server_cpu) in apis.items():
+                for kind in kinds:
+                    label = name + suffix + ("" if len(kinds) == 1 else f" {kind}")
+                    cost[label] = server_cpu
+                    result = asyncio.run(load(api, data_dir, options.clients, options.jobs_per_client,
+                                              options.seconds, options.interval, f"paced{run}{kind}", kind))
+                    report(f"{label} paced #{run + 1}", options.clients, result)
+                    summary.setdefault(label, []).append(result)
+        if options.saturated:
+            for suffix, (_, api, _) in apis.items():
+                report(f"{name}{suffix} saturated", options.clients, asyncio.run(
+                    load(api, data_dir, options.clients, options.jobs_per_client, options.seconds, 0.0, "sat",
+                         kinds[0])))
+    finally:
+        for process, *_ in apis.values():
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def print_summary(summary: dict[str, list[dict]], cost: dict[str, float], options) -> None:
@@ -261,7 +295,7 @@ def print_summary(summary: dict[str, list[dict]], cost: dict[str, float], option
           f"GET), {options.runs} runs of {options.jobs_per_client} jobs per client; goal: submit p99 <= 20 ms, "
           "0 transport errors")
     print(f"{'':28s}" + "".join(f"{label:>22s}" for label in summary))
-    print(f"{'server CPU ms per submit+GET':28s}" + "".join(f"{cost[label.split()[0]]:>22.2f}" for label in summary))
+    print(f"{'server CPU ms per submit+GET':28s}" + "".join(f"{cost[label]:>22.2f}" for label in summary))
     rows = [("submit p50 ms, median/worst", "p50_ms", max), ("submit p99 ms, median/worst", "p99_ms", max),
             ("get p99 ms, median/worst", "get_p99_ms", max), ("submits/s, median/worst", "submits_per_second", min),
             ("client CPU ms per request", "client_cpu_ms", max)]
