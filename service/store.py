@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy import bindparam, func, insert, literal, null, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -60,8 +60,12 @@ class JobStore:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
-    def transaction(self):
-        """A connection for Core statements, committed when its `with` block ends (rolled back on an error)."""
+    def transaction(self, autocommit: bool = False):
+        """A connection for Core statements, committed when its `with` block ends (rolled back on an error);
+        autocommit: each statement commits on its own, for one statement that is atomic by itself (on Postgres
+        BEGIN and COMMIT around it would be two more round trips)."""
+        if autocommit:
+            return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         return self.engine.begin()
 
     # -- jobs ------------------------------------------------------------------------------
@@ -76,11 +80,16 @@ class JobStore:
         idempotency_key = idempotency_key or None  # an empty key is no key (it would collide with every other)
         job = Job(id=new_job_id(), owner=owner, name=spec["name"], state=State.QUEUED, spec=spec,
                   idempotency_key=idempotency_key)
+        row = {column.name: getattr(job, column.name) for column in JOBS.columns}
+        one_statement = self.engine.dialect.name == "postgresql"
         try:
-            with self.transaction() as connection:
-                connection.execute(insert(JOBS), {column.name: getattr(job, column.name) for column in JOBS.columns})
-                connection.execute(insert(EVENTS), {"job_id": job.id, "at": job.created_at, "from_state": None,
-                                                    "to_state": State.QUEUED, "reason": "submitted"})
+            with self.transaction(autocommit=one_statement) as connection:
+                if one_statement:  # Postgres: one round trip, not four (BEGIN, two INSERTs, COMMIT)
+                    connection.execute(QUEUED_JOB_WITH_EVENT, {**row, "event_at": job.created_at})
+                else:  # in-process: no round trips to save
+                    connection.execute(insert(JOBS), row)
+                    connection.execute(insert(EVENTS), {"job_id": job.id, "at": job.created_at, "from_state": None,
+                                                        "to_state": State.QUEUED, "reason": "submitted"})
         except IntegrityError:
             earlier = self._by_key(owner, idempotency_key) if idempotency_key else None
             if earlier is None:
@@ -328,3 +337,10 @@ _LATEST_RECORD = (sql_select(STEPS.c.record).where(STEPS.c.job_id == JOBS.c.id).
                   .limit(1).scalar_subquery())
 JOB_WITH_LATEST_RECORD = sql_select(JOBS, _LATEST_RECORD.label("latest_record")).where(
     JOBS.c.id == bindparam("job_id"))
+# Postgres: the job and its first event in one statement (a data-modifying CTE), atomic on its own
+_NEW_JOB = insert(JOBS).values({column.name: bindparam(column.name, type_=column.type)
+                                for column in JOBS.columns}).returning(JOBS.c.id).cte("new_job")
+QUEUED_JOB_WITH_EVENT = insert(EVENTS).from_select(
+    ["job_id", "at", "from_state", "to_state", "reason"],
+    sql_select(_NEW_JOB.c.id, bindparam("event_at", type_=EVENTS.c.at.type), null(), literal(State.QUEUED.value),
+               literal("submitted")))

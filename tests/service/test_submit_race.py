@@ -20,11 +20,11 @@ def race(store, monkeypatch, bodies):
     all_there = threading.Barrier(len(bodies), timeout=20)
     racer = threading.local()
 
-    def held_transaction():
+    def held_transaction(**options):
         if getattr(racer, "first_transaction", False):  # the insert's transaction: opened first in a submit
             racer.first_transaction = False
             all_there.wait()
-        return opened()
+        return opened(**options)
 
     lookup = store._by_key
 
