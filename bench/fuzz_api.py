@@ -28,7 +28,7 @@ import schemathesis
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.api_load import launch_api, reset_postgres  # noqa: E402
+from bench.api_server import launch_api, reset_postgres  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.service.fuzzing import fuzz  # noqa: E402
 from tests.service.test_hostile_specs import NUMERIC_FIELDS, alias_bomb, with_value  # noqa: E402

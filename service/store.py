@@ -8,13 +8,11 @@ Step metrics are keyed by (job, step), so a record sent twice is stored once.
 
 from __future__ import annotations
 
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, literal, null, update
-from sqlalchemy import select as sql_select
+from sqlalchemy import func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +20,16 @@ from sqlmodel import Session, select
 
 from planner.recovery import MemoryEvidence
 from service.db import Job, JobAttempt, JobEvent, MemoryCheck, StepMetric, utcnow
+from service.queries import (
+    EVENTS,
+    JOB_WITH_LATEST_RECORD,
+    JOBS,
+    QUEUED_JOB_WITH_EVENT,
+    is_job_id,
+    latest_step,
+    new_job_id,
+    visible,
+)
 from service.states import TERMINAL, Cause, State, check_transition
 
 
@@ -37,20 +45,10 @@ class Page:
 
 # what a state change may set beside the state; the state's own columns (cause, started_at, ...) are _move's
 MOVE_FIELDS = frozenset({"message", "ray_job_id", "gpus", "gpu_type", "placement"})
-JOB_ID = re.compile(r"^j[0-9a-f]{16}$")
 
 
 def needed_bytes(evidence: dict) -> int:
     return MemoryEvidence.from_dict(evidence).needed_bytes
-
-
-def new_job_id() -> str:
-    return "j" + secrets.token_hex(8)
-
-
-def is_job_id(text: str) -> bool:
-    """A job id as this store makes them: anything else (a NUL byte, say, which Postgres refuses) names no job."""
-    return bool(JOB_ID.match(text))
 
 
 class JobStore:
@@ -113,7 +111,7 @@ class JobStore:
         if not is_job_id(job_id):
             return None
         with self.session() as session:
-            return _visible(session.get(Job, job_id), owner)
+            return visible(session.get(Job, job_id), owner)
 
     def get_with_progress(self, job_id: str, owner: str | None = None) -> tuple[Job | None, dict | None]:
         """`get` and the record of the job's latest step, in one statement: a job's page, the route clients
@@ -127,7 +125,7 @@ class JobStore:
             return None, None
         fields = row._asdict()
         latest_record = fields.pop("latest_record")
-        job = _visible(Job(**fields), owner)
+        job = visible(Job(**fields), owner)
         return job, (latest_record if job is not None else None)
 
     def list(self, owner: str | None, state: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
@@ -306,7 +304,7 @@ class JobStore:
 
     def latest_metric(self, job_id: str) -> StepMetric | None:
         with self.session() as session:
-            return session.exec(_latest_step(job_id)).first()
+            return session.exec(latest_step(job_id)).first()
 
     def measured_runs(self) -> list[tuple[dict, dict]]:
         """(plan, summary) of every job whose worker sent a summary: calibration's history."""
@@ -321,26 +319,3 @@ class JobStore:
     def memory_checks(self) -> list[MemoryCheck]:
         with self.session() as session:
             return list(session.exec(select(MemoryCheck)).all())
-
-
-def _visible(job: Job | None, owner: str | None) -> Job | None:
-    """The job if `owner` may see it (owner None: anyone may)."""
-    return job if job is not None and (owner is None or job.owner == owner) else None
-
-
-def _latest_step(job_id: str):
-    return select(StepMetric).where(StepMetric.job_id == job_id).order_by(StepMetric.step.desc()).limit(1)
-
-
-JOBS, EVENTS, STEPS = Job.__table__, JobEvent.__table__, StepMetric.__table__
-_LATEST_RECORD = (sql_select(STEPS.c.record).where(STEPS.c.job_id == JOBS.c.id).order_by(STEPS.c.step.desc())
-                  .limit(1).scalar_subquery())
-JOB_WITH_LATEST_RECORD = sql_select(JOBS, _LATEST_RECORD.label("latest_record")).where(
-    JOBS.c.id == bindparam("job_id"))
-# Postgres: the job and its first event in one statement (a data-modifying CTE), atomic on its own
-_NEW_JOB = insert(JOBS).values({column.name: bindparam(column.name, type_=column.type)
-                                for column in JOBS.columns}).returning(JOBS.c.id).cte("new_job")
-QUEUED_JOB_WITH_EVENT = insert(EVENTS).from_select(
-    ["job_id", "at", "from_state", "to_state", "reason"],
-    sql_select(_NEW_JOB.c.id, bindparam("event_at", type_=EVENTS.c.at.type), null(), literal(State.QUEUED.value),
-               literal("submitted")))
