@@ -24,8 +24,8 @@ from service.policy import policy_problems
 from service.settings import Settings
 
 PARSE_SECONDS = 5.0  # a body within the limits parses in under 0.5 s; this bounds the wait if one does not
-# parsing gets its own few threads: hostile bodies can keep them busy, but never the shared pool that serves
-# every other route (and /healthz)
+# parsing (and a submit's insert, on the thread that checked its spec) gets its own few threads: hostile bodies
+# can keep them busy, but never the shared pool that serves every other route (and /healthz)
 PARSERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="effft-parse")
 T = TypeVar("T")
 

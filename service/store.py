@@ -58,10 +58,10 @@ class JobStore:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
-    def transaction(self, autocommit: bool = False):
-        """A connection for Core statements, committed when its `with` block ends (rolled back on an error);
-        autocommit: each statement commits on its own, for one statement that is atomic by itself (on Postgres
-        BEGIN and COMMIT around it would be two more round trips)."""
+    def connect(self, autocommit: bool = False):
+        """A connection for Core statements: a transaction committed when its `with` block ends (rolled back on an
+        error), or with autocommit each statement on its own, for one statement that is atomic by itself (on
+        Postgres a BEGIN and a COMMIT or ROLLBACK around it would be two more round trips)."""
         if autocommit:
             return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         return self.engine.begin()
@@ -72,16 +72,15 @@ class JobStore:
         """Store a queued job; with a key seen before (same owner, same body) return that job instead.
 
         The insert comes first: a new key (nearly every submit) costs no look-up, and a key seen before, or one
-        a concurrent retry is storing now, fails the (owner, key) unique constraint and finds that job. Two Core
-        INSERTs in one transaction: the ORM's unit of work cost twice the CPU (three times on Postgres) on the
-        route clients call most."""
+        a concurrent retry is storing now, fails the (owner, key) unique constraint and finds that job. Core
+        statements, not the ORM's unit of work (two to three times the CPU on the route clients call most)."""
         idempotency_key = idempotency_key or None  # an empty key is no key (it would collide with every other)
         job = Job(id=new_job_id(), owner=owner, name=spec["name"], state=State.QUEUED, spec=spec,
                   idempotency_key=idempotency_key)
         row = {column.name: getattr(job, column.name) for column in JOBS.columns}
         one_statement = self.engine.dialect.name == "postgresql"
         try:
-            with self.transaction(autocommit=one_statement) as connection:
+            with self.connect(autocommit=one_statement) as connection:
                 if one_statement:  # Postgres: one round trip, not four (BEGIN, two INSERTs, COMMIT)
                     connection.execute(QUEUED_JOB_WITH_EVENT, {**row, "event_at": job.created_at})
                 else:  # in-process: no round trips to save
@@ -118,8 +117,7 @@ class JobStore:
         poll most."""
         if not is_job_id(job_id):
             return None, None
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            # one SELECT needs no transaction: on Postgres that saves the BEGIN and the ROLLBACK, two round trips
+        with self.connect(autocommit=True) as connection:
             row = connection.execute(JOB_WITH_LATEST_RECORD, {"job_id": job_id}).first()
         if row is None:
             return None, None

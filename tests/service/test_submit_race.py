@@ -16,13 +16,13 @@ def race(store, monkeypatch, bodies):
     """Submit `bodies` at once with one key, each racer held before its insert until every racer is there: all
     of them insert, the race the unique (owner, key) constraint must settle. Returns each submit's outcome
     ((job, created) or the exception it raised) and what the losers' look-ups found."""
-    opened, found = store.transaction, []
+    opened, found = store.connect, []
     all_there = threading.Barrier(len(bodies), timeout=20)
     racer = threading.local()
 
-    def held_transaction(**options):
-        if getattr(racer, "first_transaction", False):  # the insert's transaction: opened first in a submit
-            racer.first_transaction = False
+    def held_connection(**options):
+        if getattr(racer, "first_connection", False):  # the insert's connection: opened first in a submit
+            racer.first_connection = False
             all_there.wait()
         return opened(**options)
 
@@ -32,12 +32,12 @@ def race(store, monkeypatch, bodies):
         found.append(lookup(owner, key))
         return found[-1]
 
-    monkeypatch.setattr(store, "transaction", held_transaction)
+    monkeypatch.setattr(store, "connect", held_connection)
     monkeypatch.setattr(store, "_by_key", seen_lookup)
     outcomes = [None] * len(bodies)
 
     def submit(index, body):
-        racer.first_transaction = True
+        racer.first_connection = True
         try:
             outcomes[index] = store.submit("alice", body, idempotency_key="retry-1")
         except Exception as error:  # the outcome under test
