@@ -126,3 +126,25 @@ def test_promtool_accepts_the_prometheus_config(tmp_path):
     done = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_constraints_satisfy_the_requirements_they_pin():
+    """A constraint outside pyproject.toml's range makes pip's resolve in both images fail (transformers was pinned
+    at 5.24.0 after pyproject.toml came to require >= 5.25)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = [Requirement(text) for text in project["dependencies"]]
+    required += [Requirement(text) for extra in project["optional-dependencies"].values() for text in extra]
+    ranges = {}
+    for requirement in required:
+        ranges.setdefault(canonicalize_name(requirement.name), []).append(requirement.specifier)
+    for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            pinned = Requirement(line)
+            version = next(iter(pinned.specifier)).version
+            for specifier in ranges.get(canonicalize_name(pinned.name), []):
+                assert specifier.contains(version), f"constraints.txt: {line} is outside pyproject.toml's {specifier}"
