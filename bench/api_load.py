@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
-import resource
 import statistics
 import sys
 import tempfile
@@ -32,6 +32,7 @@ from bench.api_server import (  # noqa: E402
     ROOT,
     TOKEN,
     cpu_per_request,
+    cpu_seconds,
     job_body,
     reset_postgres,
     second_database,
@@ -82,7 +83,12 @@ def lean_requests(url: str, clients: int) -> tuple[list, callable]:
     """A connection of its own per client (bench/lean_http.py): about 0.3 ms of CPU per request."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     connections = [Connection(host, int(port), {"Authorization": f"Bearer {TOKEN}"}) for _ in range(clients)]
-    return [c.request for c in connections], lambda: [c.close() for c in connections]
+
+    async def close() -> None:
+        for connection in connections:
+            connection.close()
+
+    return [c.request for c in connections], close
 
 
 def httpx_requests(url: str, clients: int) -> tuple[list, callable]:
@@ -102,16 +108,14 @@ async def load(url: str, data_dir: str, clients: int, jobs: int, seconds: float,
                kind: str = "lean") -> dict:
     latencies, keys, errors = [], set(), {"http": [], "transport": []}
     requests, close = (lean_requests if kind == "lean" else httpx_requests)(url, clients)
-    cpu_before, started = process_cpu_seconds(), time.perf_counter()
+    cpu_before, started = cpu_seconds(os.getpid()), time.perf_counter()
     deadline = time.monotonic() + seconds
     try:
         await asyncio.gather(*(client(request, data_dir, jobs, deadline, latencies, keys, errors, interval, tag)
                                for request in requests))
     finally:
-        closed = close()
-        if asyncio.iscoroutine(closed):
-            await closed
-    elapsed, client_cpu = time.perf_counter() - started, process_cpu_seconds() - cpu_before
+        await close()
+    elapsed, client_cpu = time.perf_counter() - started, cpu_seconds(os.getpid()) - cpu_before
     stored = await stored_jobs(url, tag)
     submits = sorted(s for kind, s in latencies if kind == "submit")
     stored_keys = [j["id"] for j in stored]
@@ -135,11 +139,6 @@ async def stored_jobs(url: str, tag: str) -> list[dict]:
             cursor = page["next_cursor"]
             if cursor is None:
                 return stored
-
-
-def process_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

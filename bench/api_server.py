@@ -38,7 +38,8 @@ def job_body(data_dir: str, index: int, tag: str) -> str:
             "method: lora\ntraining: {max_steps: 10}\n")
 
 
-def server_cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds process `pid` has used (the API's, or the bench's own for its clients)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
@@ -54,10 +55,10 @@ def cpu_per_request(url: str, pid: int, data_dir: str, pairs: int = 300) -> floa
 
         for index in range(30):  # warm: imports, caches, the pool's connections
             pair(index, "warm")
-        started = server_cpu_seconds(pid)
+        started = cpu_seconds(pid)
         for index in range(pairs):
             pair(index, "cost")
-        return 1000 * (server_cpu_seconds(pid) - started) / pairs
+        return 1000 * (cpu_seconds(pid) - started) / pairs
 
 
 def launch_api(args: list[str], port: int, env: dict[str, str], root: Path = ROOT) -> tuple[subprocess.Popen, str]:

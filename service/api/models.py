@@ -1,8 +1,10 @@
 """The API's response bodies, for /docs and clients: the JSON that service/views.py renders, typed.
 
-Stored rows are rendered leniently (views.json_safe) and checked here once more. A value a worker or an older
-version stored that fits no declared type must not turn a listing into a 500: numbers read from step records go
-through `Number`, and free-form parts (the spec, a summary, a record's other fields) are objects of any JSON.
+Stored rows are rendered leniently (views.json_safe) and checked here once more; submit and a job's page answer
+with views.job_answer, which builds this shape itself and skips the check (test_fuzz.py checks them against it).
+A value a worker or an older version stored that fits no declared type must not turn a listing into a 500:
+numbers read from step records go through `Number`, and free-form parts (the spec, a summary, a record's other
+fields) are objects of any JSON.
 """
 
 from __future__ import annotations
