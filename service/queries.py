@@ -8,6 +8,7 @@ import secrets
 
 from sqlalchemy import bindparam, insert, literal, null
 from sqlalchemy import select as sql_select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
 
 from service.db import Job, JobEvent, StepMetric
@@ -39,10 +40,17 @@ _LATEST_RECORD = (sql_select(STEPS.c.record).where(STEPS.c.job_id == JOBS.c.id).
                   .limit(1).scalar_subquery())
 JOB_WITH_LATEST_RECORD = sql_select(JOBS, _LATEST_RECORD.label("latest_record")).where(
     JOBS.c.id == bindparam("job_id"))
-# Postgres: the job and its first event in one statement (a data-modifying CTE), atomic on its own
-_NEW_JOB = insert(JOBS).values({column.name: bindparam(column.name, type_=column.type)
-                                for column in JOBS.columns}).returning(JOBS.c.id).cte("new_job")
+# A submit whose (owner, Idempotency-Key) is stored already inserts nothing, without an error: a retried submit
+# cost three times a new one's CPU when it went through a unique violation, its exception and a rollback.
+_KEY = [JOBS.c.owner, JOBS.c.idempotency_key]
+NEW_JOB_UNLESS_KEY_SEEN = sqlite.insert(JOBS).on_conflict_do_nothing(index_elements=_KEY)
+# Postgres: the job and its first event in one statement (a data-modifying CTE), atomic on its own; it returns the
+# job's id, or nothing when the key was seen (its event is then not inserted either)
+_NEW_JOB = (postgresql.insert(JOBS).values({column.name: bindparam(column.name, type_=column.type)
+                                            for column in JOBS.columns})
+            .on_conflict_do_nothing(index_elements=_KEY).returning(JOBS.c.id).cte("new_job"))
 QUEUED_JOB_WITH_EVENT = insert(EVENTS).from_select(
     ["job_id", "at", "from_state", "to_state", "reason"],
     sql_select(_NEW_JOB.c.id, bindparam("event_at", type_=EVENTS.c.at.type), null(), literal(State.QUEUED.value),
-               literal("submitted")))
+               literal("submitted"))).returning(EVENTS.c.job_id)
+JOB_BY_KEY = sql_select(JOBS).where(JOBS.c.owner == bindparam("owner"), JOBS.c.idempotency_key == bindparam("key"))

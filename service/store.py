@@ -15,15 +15,16 @@ from datetime import datetime
 from sqlalchemy import func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from planner.recovery import MemoryEvidence
 from service.db import Job, JobAttempt, JobEvent, MemoryCheck, StepMetric, utcnow
 from service.queries import (
     EVENTS,
+    JOB_BY_KEY,
     JOB_WITH_LATEST_RECORD,
     JOBS,
+    NEW_JOB_UNLESS_KEY_SEEN,
     QUEUED_JOB_WITH_EVENT,
     is_job_id,
     latest_step,
@@ -71,32 +72,39 @@ class JobStore:
     def submit(self, owner: str, spec: dict, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Store a queued job; with a key seen before (same owner, same body) return that job instead.
 
-        The insert comes first: a new key (nearly every submit) costs no look-up, and a key seen before, or one
-        a concurrent retry is storing now, fails the (owner, key) unique constraint and finds that job. Core
-        statements, not the ORM's unit of work (two to three times the CPU on the route clients call most)."""
+        The insert comes first: a new key (nearly every submit) costs no look-up. A key seen before, or one a
+        concurrent retry is storing now, makes the insert do nothing (ON CONFLICT on the unique (owner, key); on
+        Postgres it waits for the other insert's outcome), and the look-up then finds that job. Core statements,
+        not the ORM's unit of work (two to three times the CPU on the route clients call most)."""
         idempotency_key = idempotency_key or None  # an empty key is no key (it would collide with every other)
         job = Job(id=new_job_id(), owner=owner, name=spec["name"], state=State.QUEUED, spec=spec,
                   idempotency_key=idempotency_key)
+        if self._insert_unless_key_seen(job):
+            return job, True
+        earlier = self._by_key(owner, idempotency_key)
+        if earlier is None:  # jobs are never deleted: the job that held the key is there
+            raise RuntimeError(f"Idempotency-Key {idempotency_key!r} is taken, yet no job of {owner!r} holds it")
+        return self._same_body(earlier, spec), False
+
+    def _insert_unless_key_seen(self, job: Job) -> bool:
+        """Insert `job` and its `submitted` event; False (nothing stored) when its owner's key is stored already."""
         row = {column.name: getattr(job, column.name) for column in JOBS.columns}
         one_statement = self.engine.dialect.name == "postgresql"
-        try:
-            with self.connect(autocommit=one_statement) as connection:
-                if one_statement:  # Postgres: one round trip, not four (BEGIN, two INSERTs, COMMIT)
-                    connection.execute(QUEUED_JOB_WITH_EVENT, {**row, "event_at": job.created_at})
-                else:  # in-process: no round trips to save
-                    connection.execute(insert(JOBS), row)
-                    connection.execute(insert(EVENTS), {"job_id": job.id, "at": job.created_at, "from_state": None,
-                                                        "to_state": State.QUEUED, "reason": "submitted"})
-        except IntegrityError:
-            earlier = self._by_key(owner, idempotency_key) if idempotency_key else None
-            if earlier is None:
-                raise
-            return self._same_body(earlier, spec), False
-        return job, True
+        with self.connect(autocommit=one_statement) as connection:
+            if one_statement:  # Postgres: one round trip, not four (BEGIN, two INSERTs, COMMIT)
+                stored = connection.execute(QUEUED_JOB_WITH_EVENT, {**row, "event_at": job.created_at}).first()
+                return stored is not None
+            # SQLite, in-process: no round trips to save; two statements in one transaction
+            if connection.execute(NEW_JOB_UNLESS_KEY_SEEN, row).rowcount == 0:
+                return False
+            connection.execute(insert(EVENTS), {"job_id": job.id, "at": job.created_at, "from_state": None,
+                                                "to_state": State.QUEUED, "reason": "submitted"})
+            return True
 
     def _by_key(self, owner: str, key: str) -> Job | None:
-        with self.session() as session:
-            return session.exec(select(Job).where(Job.owner == owner, Job.idempotency_key == key)).first()
+        with self.connect(autocommit=True) as connection:
+            row = connection.execute(JOB_BY_KEY, {"owner": owner, "key": key}).first()
+        return None if row is None else Job(**row._asdict())
 
     @staticmethod
     def _same_body(job: Job, spec: dict) -> Job:
