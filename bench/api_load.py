@@ -8,7 +8,8 @@ the machine's CPU with the API; by default they are lean (bench/lean_http.py) so
 is the API, and `--client both` runs httpx clients beside them to show the difference.
 
     .venv/bin/python bench/api_load.py [--clients 50] [--runs 5] [--db both] [--client lean|httpx|both]
-                                       [--against OTHER_CHECKOUT] [--saturated] [--postgres URL]
+                                       [--against OTHER_CHECKOUT] [--workers 2|1,2] [--saturated]
+                                       [--postgres URL]
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from bench.api_server import (  # noqa: E402
     cpu_per_request,
     cpu_seconds,
     job_body,
+    other_database,
     reset_postgres,
-    second_database,
     serve,
 )
 from bench.lean_http import Connection, DroppedConnection  # noqa: E402
@@ -156,8 +157,11 @@ def main() -> None:
     parser.add_argument("--against", type=Path, default=None,
                         help="another checkout of effft (git worktree add /tmp/base REF): its API runs beside this "
                              "one, their runs alternate, and the summary shows both")
+    parser.add_argument("--workers", type=lambda text: [int(n) for n in text.split(",")], default=[2],
+                        help="the API's worker processes (EFFFT_API_WORKERS); a list (1,2) serves one API per count, "
+                             "side by side")
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
-                        help="a database whose tables the bench may drop (--against adds one named *_against)")
+                        help="a database whose tables the bench may drop (each further API gets one named *_apiN)")
     options = parser.parse_args()
     kinds = ("lean", "httpx") if options.client == "both" else (options.client,)
     checkouts = {"": ROOT, **({f" ({options.against.name})": options.against.resolve()} if options.against else {})}
@@ -175,13 +179,15 @@ def bench_database(name: str, checkouts: dict[str, Path], kinds: tuple[str, ...]
     noisy minute on this shared machine hits each alike."""
     apis = {}
     try:
-        for suffix, root in checkouts.items():
+        for index, (suffix, root, workers) in enumerate(
+                (suffix + (f" w{workers}" if len(options.workers) > 1 else ""), root, workers)
+                for suffix, root in checkouts.items() for workers in options.workers):
             if name == "sqlite":
-                url = f"sqlite:///{data_dir}/bench{len(apis)}.db"
+                url = f"sqlite:///{data_dir}/bench{index}.db"
             else:
-                url = second_database(options.postgres) if suffix else options.postgres
+                url = other_database(options.postgres, f"api{index}") if index else options.postgres
                 reset_postgres(url)
-            process, api = serve(url, data_dir, root)
+            process, api = serve(url, data_dir, root, workers)
             apis[suffix] = (process, api, cpu_per_request(api, process.pid, data_dir))
         for run in range(options.runs):
             for suffix, (_, api, server_cpu) in apis.items():

@@ -17,20 +17,41 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import free_port  # noqa: E402
 
 TOKEN = "bench-token"
+APP_MODULE = "bench_api_app"
+# The API as the benchmarks serve it, written beside the bench's data as a module of its own (the API's workers are
+# spawned processes that import their app factory by name) and run with a checkout on PYTHONPATH: this one, or the
+# one --against names, which may predate API workers.
 SERVER = """
-import sys
+import os, sys
 from planner import Inventory, cpu_with_memory
-from service.server import build_app, run_http
 from service.settings import Settings
 
 class StaticCluster:
     def inventory(self):
         return Inventory.single(cpu_with_memory(16 * 2**30), 1)
 
-settings = Settings(data_dir=sys.argv[2], database_url=sys.argv[3], tokens={"TOKEN": "bench"})
-app = build_app(settings, "http://127.0.0.1:" + sys.argv[1], cluster=StaticCluster(), run_scheduler=False)
-run_http(app, "127.0.0.1", int(sys.argv[1]))
-""".replace("TOKEN", TOKEN)
+def settings():
+    return Settings(data_dir=os.environ["BENCH_DATA_DIR"], database_url=os.environ["BENCH_DATABASE_URL"],
+                    tokens={"TOKEN": "bench"})
+
+def app():
+    from service.server import build_app
+    from service.serving import serving
+    return serving(build_app(settings(), cluster=StaticCluster(), migrate=False))
+
+if __name__ == "__main__":
+    port = int(sys.argv[1])
+    try:
+        from service.serving import run_http
+    except ImportError:  # a checkout from before API workers: one process, served as it was then
+        from service.server import build_app, run_http
+        run_http(build_app(settings(), "http://127.0.0.1:%d" % port, cluster=StaticCluster(), run_scheduler=False),
+                 "127.0.0.1", port)
+    else:
+        from service.server import migrated_store
+        migrated_store(settings())  # once, before the workers start
+        run_http("APP_MODULE:app", "127.0.0.1", port, int(sys.argv[2]))
+""".replace("TOKEN", TOKEN).replace("APP_MODULE", APP_MODULE)
 
 
 def job_body(data_dir: str, index: int, tag: str) -> str:
@@ -38,10 +59,34 @@ def job_body(data_dir: str, index: int, tag: str) -> str:
             "method: lora\ntraining: {max_steps: 10}\n")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds process `pid` has used (the API's, or the bench's own for its clients)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, descendants: bool = False) -> float:
+    """CPU seconds process `pid` has used (the bench's own, for its clients), and with `descendants` its live
+    children's and theirs too (an API and its worker processes)."""
+    pids = [pid, *_descendants(pid)] if descendants else [pid]
+    return sum(_own_cpu_seconds(p) for p in pids)
+
+
+def _own_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:  # ended meanwhile
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
 
 
 def cpu_per_request(url: str, pid: int, data_dir: str, pairs: int = 300) -> float:
@@ -55,10 +100,10 @@ def cpu_per_request(url: str, pid: int, data_dir: str, pairs: int = 300) -> floa
 
         for index in range(30):  # warm: imports, caches, the pool's connections
             pair(index, "warm")
-        started = cpu_seconds(pid)
+        started = cpu_seconds(pid, descendants=True)
         for index in range(pairs):
             pair(index, "cost")
-        return 1000 * (cpu_seconds(pid) - started) / pairs
+        return 1000 * (cpu_seconds(pid, descendants=True) - started) / pairs
 
 
 def launch_api(args: list[str], port: int, env: dict[str, str], root: Path = ROOT) -> tuple[subprocess.Popen, str]:
@@ -75,19 +120,23 @@ def launch_api(args: list[str], port: int, env: dict[str, str], root: Path = ROO
     raise RuntimeError("the API did not start")
 
 
-def serve(database_url: str, data_dir: str, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
-    """The API of the checkout at `root` (this one, or the one --against names) over `database_url`."""
-    port = free_port()
-    return launch_api(["-c", SERVER, str(port), data_dir, database_url], port,
-                      {**os.environ, "PYTHONPATH": str(root)}, root)
+def serve(database_url: str, data_dir: str, root: Path = ROOT, workers: int = 1) -> tuple[subprocess.Popen, str]:
+    """The API of the checkout at `root` (this one, or the one --against names) over `database_url`, in `workers`
+    processes (a checkout from before API workers serves in one)."""
+    port, folder = free_port(), Path(data_dir) / "bench_server"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{APP_MODULE}.py").write_text(SERVER)
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{folder}", "BENCH_DATA_DIR": data_dir,
+           "BENCH_DATABASE_URL": database_url}
+    return launch_api([str(folder / f"{APP_MODULE}.py"), str(port), str(workers)], port, env, root)
 
 
-def second_database(url: str) -> str:
-    """`url` with `_against` after its database name, created when missing: the other checkout's own tables."""
+def other_database(url: str, suffix: str) -> str:
+    """`url` with `_SUFFIX` after its database name, created when missing: another API's own tables."""
     from sqlalchemy import create_engine, make_url, text
 
     main_url = make_url(url)
-    other = main_url.set(database=f"{main_url.database}_against")
+    other = main_url.set(database=f"{main_url.database}_{suffix}")
     engine = create_engine(main_url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         if not connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import os
 import secrets
@@ -29,18 +27,20 @@ from service.embedded import (
 from service.migrate import upgrade
 from service.prom import make_registry
 from service.scheduler import Scheduler
+from service.serving import run_http, serving
 from service.settings import Settings
 from service.store import JobStore
 
 SERVER_FILE, TOKEN_FILE = "server.json", "admin-token"
+# what serve() hands its API workers through their environment (spawned, they read their settings from it)
+DATA_DIR_ENV, RAY_ADDRESS_ENV, DASHBOARD_ENV = "EFFFT_DATA_DIR", "RAY_ADDRESS", "EFFFT_RAY_DASHBOARD_URL"
 
 
 @dataclass
 class Services:
-    """The cluster and the scheduler as the API sees them (service.api.deps.Services)."""
+    """The cluster as the API sees it (service.api.deps.Services)."""
 
     cluster: object
-    scheduler: Scheduler | None
     settings: Settings  # read at each scrape: how long an ended job's series stay on /metrics
 
     def inventory(self):
@@ -57,22 +57,22 @@ class Services:
         return make_registry(store, lambda s: gpu_memory_rows(self.cluster.inventory(), s),
                              self.settings.metrics_job_retention_hours, scope)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(self, _app):
-        if self.scheduler is not None:
-            self.scheduler.start()
-        yield
-        if self.scheduler is not None:
-            self.scheduler.stop()
 
-
-def build_app(settings: Settings, api_url: str, cluster=None, run_scheduler: bool = True) -> FastAPI:
+def migrated_store(settings: Settings) -> JobStore:
+    """The store at settings.database, its file private and its tables migrated to this version."""
     make_sqlite_private(settings.database)
     upgrade(settings.database)
-    store = JobStore(make_engine(settings.database))
-    cluster = cluster or RayCluster(settings.ray_address, settings.ray_dashboard_url, settings.cpu_device_memory_bytes)
-    scheduler = Scheduler(store, settings, cluster, api_url) if run_scheduler else None
-    return create_app(settings, store, Services(cluster, scheduler, settings))
+    return JobStore(make_engine(settings.database))
+
+
+def ray_cluster(settings: Settings) -> RayCluster:
+    return RayCluster(settings.ray_address, settings.ray_dashboard_url, settings.cpu_device_memory_bytes)
+
+
+def build_app(settings: Settings, cluster=None, migrate: bool = True) -> FastAPI:
+    """The API (no scheduler) over settings.database and `cluster` (default: the Ray cluster of the settings)."""
+    store = migrated_store(settings) if migrate else JobStore(make_engine(settings.database))
+    return create_app(settings, store, Services(cluster or ray_cluster(settings), settings))
 
 
 def admin_token(data_dir: Path) -> str:
@@ -83,37 +83,40 @@ def admin_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def server_settings(data_dir: Path) -> Settings:
+    """What `effft server` runs with, alike in its scheduler's process and in each API worker: the EFFFT_* environment
+    and, unless it names admin tokens, the local admin token of the embedded default (which the CLI here reads)."""
+    settings = Settings(data_dir=data_dir)
+    if not settings.admin_tokens:
+        settings.admin_tokens = [admin_token(data_dir)]
+    return settings
+
+
 def serve(host: str, port: int, data_dir: Path) -> None:
+    """The scheduler in this process, the API in EFFFT_API_WORKERS processes of its own (service/serving.py)."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = Settings(data_dir=data_dir)
-    if not settings.admin_tokens:  # the embedded default: a local token the CLI on this machine reads
-        settings.admin_tokens = [admin_token(data_dir)]
+    os.environ[DATA_DIR_ENV] = str(data_dir)  # the API workers' settings read what this process's read
+    settings = server_settings(data_dir)
     if not settings.ray_address:
         os.environ.update(LOOPBACK_ENV)  # before Ray is imported: connect to the head by 127.0.0.1 as given
         head = start_ray_head(data_dir)
-        settings.ray_address, settings.ray_dashboard_url = head["address"], head["dashboard_url"]
+        os.environ.update({RAY_ADDRESS_ENV: head["address"], DASHBOARD_ENV: head["dashboard_url"]})
+        settings = server_settings(data_dir)
     local = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # what a CLI on this machine dials
     url = f"http://{local}:{port}"
     (data_dir / SERVER_FILE).write_text(json.dumps({"url": url, "pid": os.getpid()}))
-    run_http(build_app(settings, settings.public_url or url), host, port)
+    scheduler = Scheduler(migrated_store(settings), settings, ray_cluster(settings), settings.public_url or url)
+    scheduler.start()  # migrated before any API worker starts: they only connect
+    try:
+        run_http(f"{__name__}:api_app", host, port, settings.api_workers)
+    finally:
+        scheduler.stop()
 
 
-# Longer than any client keeps an idle connection (httpx: 5 s, browsers: 60 s): uvicorn's own 5 s let the
-# server close a pooled connection just as a client sent on it, which the client saw as a dropped request.
-KEEP_ALIVE_SECONDS = 75
-
-
-def run_http(app: FastAPI, host: str, port: int) -> None:
-    """Serve `app` as `effft server` does (and the API benchmark too)."""
-    import uvicorn
-
-    # Everything imported and built so far lives as long as the server. Frozen, the cyclic collector stops
-    # walking it: a full collection took 40-130 ms here (130,000 objects on a slow core), every request in
-    # flight waited it out, and that was the API's worst latency; after the freeze one takes 2-4 ms.
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_SECONDS)
+def api_app() -> FastAPI:
+    """One API worker's app (run_http calls it in each worker process): the store and the cluster, no scheduler."""
+    return serving(build_app(server_settings(Path(os.environ[DATA_DIR_ENV])), migrate=False))
 
 
 def serve_in_background(host: str, port: int, data_dir: Path, timeout: float = 180) -> str:

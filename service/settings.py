@@ -41,6 +41,9 @@ class Settings(LocalSettings):
     ray_address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
     ray_dashboard_url: str = "http://127.0.0.1:8265"  # Ray's job submission API
     scheduler_interval_seconds: float = 1.0
+    # processes serving the API (the scheduler runs in the one that starts them); one per core is where Python's
+    # API latency under load stops improving
+    api_workers: int = Field(default=2, ge=1)
     # jobs profiled and planned at once, each in a process of its own (EFFFT_PLANNING_THREADS: its former name)
     planning_processes: int = Field(default=2, ge=1, validation_alias=AliasChoices("EFFFT_PLANNING_PROCESSES",
                                                                                   "EFFFT_PLANNING_THREADS"))

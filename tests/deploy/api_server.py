@@ -22,7 +22,7 @@ class StaticCluster:
 
 def main(port: int, data_dir: str, database_url: str, token: str) -> None:
     settings = Settings(data_dir=data_dir, database_url=database_url, admin_tokens=[token])
-    app = build_app(settings, f"http://127.0.0.1:{port}", cluster=StaticCluster(), run_scheduler=False)
+    app = build_app(settings, cluster=StaticCluster())
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -141,7 +141,7 @@ def exposition(tmp_path_factory) -> str:
                         dataset_roots=[tmp / "datasets"], output_roots=[tmp / "outputs"],
                         allow_trust_remote_code=False)
     store = JobStore(make_engine(url))
-    app = server.build_app(settings, "http://testserver", cluster=FakeCluster(), run_scheduler=False)
+    app = server.build_app(settings, cluster=FakeCluster())
     app.dependency_overrides[get_store] = lambda: store  # the store this test writes the job's rows through
     try:
         with TestClient(app) as client:

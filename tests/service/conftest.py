@@ -116,7 +116,7 @@ def app(settings, store, cluster):
     from service.api.deps import get_store
     from service.server import build_app
 
-    app = build_app(settings, "http://testserver", cluster=cluster, run_scheduler=False)
+    app = build_app(settings, cluster=cluster)
     app.dependency_overrides[get_store] = lambda: store
     yield app
     app.state.store.engine.dispose()
