@@ -40,16 +40,15 @@ def app():
     return serving(build_app(settings(), cluster=StaticCluster(), migrate=False))
 
 if __name__ == "__main__":
+    from service import server
+
     port = int(sys.argv[1])
-    try:
-        from service.serving import run_http
-    except ImportError:  # a checkout from before API workers: one process, served as it was then
-        from service.server import build_app, run_http
-        run_http(build_app(settings(), "http://127.0.0.1:%d" % port, cluster=StaticCluster(), run_scheduler=False),
-                 "127.0.0.1", port)
+    if not hasattr(server, "migrated_store"):  # a checkout from before API workers: one process, as it served then
+        server.run_http(server.build_app(settings(), "http://127.0.0.1:%d" % port, cluster=StaticCluster(),
+                                         run_scheduler=False), "127.0.0.1", port)
     else:
-        from service.server import migrated_store
-        migrated_store(settings())  # once, before the workers start
+        from service.serving import run_http
+        server.migrated_store(settings())  # once, before the workers start
         run_http("APP_MODULE:app", "127.0.0.1", port, int(sys.argv[2]))
 """.replace("TOKEN", TOKEN).replace("APP_MODULE", APP_MODULE)
 
