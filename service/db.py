@@ -135,7 +135,9 @@ def make_engine(url: str) -> Engine:
 
         return engine
     psycopg3 = make_url(url).get_driver_name() == "psycopg"
-    engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=not psycopg3)  # another driver: a ping
+    # each process has its pool (the scheduler's and every API worker's): 3 x 15 connections at most stays well inside
+    # Postgres's default max_connections of 100
+    engine = create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=not psycopg3)  # another driver: a ping
     if psycopg3:
         event.listen(engine, "checkout", _refuse_a_closed_connection)
     return engine
