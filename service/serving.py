@@ -2,9 +2,9 @@
 
 Why processes: one Python process serves requests on one core at a time (the GIL). Under 50 paced clients its
 queue, not any request's own work, made the slowest submits; a second worker process on a 2-core machine cut the
-submit p99 by 15 % on SQLite and a third on Postgres, measured side by side (bench/api_load.py --workers 1,2). The scheduler stays in the process
-that starts them (service.server.serve), so there is one scheduler whatever the number of API workers; the workers
-share nothing but the store.
+submit p99 by 15 % on SQLite and a third on Postgres, measured side by side (bench/api_load.py --workers 1,2).
+The scheduler stays in the process that starts them (service.server.serve), so there is one scheduler whatever the
+number of API workers; the workers share nothing but the store.
 """
 
 from __future__ import annotations
