@@ -3,6 +3,7 @@ with a static CPU inventory and no scheduler; and what it costs per request."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -59,33 +61,15 @@ def job_body(data_dir: str, index: int, tag: str) -> str:
 
 
 def cpu_seconds(pid: int, descendants: bool = False) -> float:
-    """CPU seconds process `pid` has used (the bench's own, for its clients), and with `descendants` its live
-    children's and theirs too (an API and its worker processes)."""
-    pids = [pid, *_descendants(pid)] if descendants else [pid]
-    return sum(_own_cpu_seconds(p) for p in pids)
-
-
-def _own_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:  # ended meanwhile
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def _descendants(pid: int) -> list[int]:
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    found, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
+    """CPU seconds (user + system) process `pid` has used (the bench's own, for its clients), and with
+    `descendants` its live children's and theirs too (an API and its worker processes)."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for each in [process, *(process.children(recursive=True) if descendants else [])]:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a child that ended meanwhile
+            times = each.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def cpu_per_request(url: str, pid: int, data_dir: str, pairs: int = 300) -> float:

@@ -160,4 +160,3 @@ def _refuse_a_closed_connection(dbapi_connection, _record, _proxy) -> None:
         raise DisconnectionError(f"the pooled connection is unusable: {error}") from error
     if readable:
         raise DisconnectionError("the server closed this pooled connection")
-

@@ -40,8 +40,8 @@ def serving(app):
 
     A worker process dies with the process that started it: `kill -9` of `effft server` must not leave workers
     holding the port (a restarted server could not bind it) and answering without a scheduler."""
-    if multiprocessing.parent_process() is not None:  # a worker uvicorn spawned
-        exit_with_parent(multiprocessing.parent_process().pid)
+    if (parent := multiprocessing.parent_process()) is not None:  # a worker uvicorn spawned
+        exit_with_parent(parent.pid)
     # Everything imported and built so far lives as long as the server. Frozen, the cyclic collector stops
     # walking it: a full collection took 40-130 ms here (130,000 objects on a slow core), every request in
     # flight waited it out, and that was the API's worst latency; after the freeze one takes 2-4 ms.
